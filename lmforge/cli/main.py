@@ -1,0 +1,69 @@
+"""The ``lmforge`` command: one typed function per verb, no logic here.
+
+Errors a user can cause print one line ``error: ...`` and exit with code 2;
+``--debug`` (anywhere on the line) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from lmforge import __version__
+from lmforge.cli.signature import OneLineErrorParser, add_verb, call
+from lmforge.errors import UserError
+
+
+def _verbs() -> dict[str, Callable]:
+    """Verb name -> function. Verb modules import nothing heavy at module level."""
+    from lmforge.cli import planning
+
+    return {
+        "plan": planning.plan,
+        "memory": planning.memory,
+        "cost": planning.cost,
+        "advise": planning.advise,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog="lmforge",
+        description="Plan, pretrain, evaluate, quantize and sample language models.",
+        epilog="Add --debug to any command for a full traceback on error.",
+    )
+    parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
+    subparsers = parser.add_subparsers(title="verbs", metavar="VERB", parser_class=OneLineErrorParser)
+    for name, function in _verbs().items():
+        add_verb(subparsers, name, function)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lmforge`` console script and ``python -m lmforge``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    parser = build_parser()
+    try:
+        namespace = parser.parse_args(argv)
+        if not hasattr(namespace, "_function"):
+            parser.print_help()
+            return 2
+        call(namespace._function, namespace)
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

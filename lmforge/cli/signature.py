@@ -1,0 +1,129 @@
+"""Build an argparse sub-command from a typed function: its signature is the flags,
+its docstring the ``--help``.
+
+Why not jsonargparse here: its flags keep underscores (``--gpu_memory``), booleans
+need a value (``--json true``) and its type errors span many lines. The CLI promises
+``--gpu-memory``, ``--json`` and one-line errors, which stdlib argparse gives with the
+small adapter below. (jsonargparse stays the tool for YAML configs with dotted
+overrides, where it shines.)
+
+Rules:
+- a parameter without a default is positional; with one, it is ``--name-with-hyphens``;
+- ``bool`` is a flag (``--json``; ``--no-x`` when the default is True);
+- ``Literal[...]`` gives choices; ``list[str]`` takes one or more values;
+- ``X | None`` is X, defaulting to None;
+- the docstring's first paragraph is the description, its ``Args:`` section the help
+  of each flag, and any ``Examples:`` section is printed after the flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import sys
+import types
+import typing
+from collections.abc import Callable
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line ``error: ...``, exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        sys.stderr.write(f"error: {message}; see '{self.prog} --help'\n")
+        raise SystemExit(2)
+
+
+def parse_docstring(doc: str | None) -> tuple[str, dict[str, str], str]:
+    """Split a Google-style docstring into (description, {arg: help}, epilog)."""
+    text = inspect.cleandoc(doc or "")
+    sections = re.split(r"^(Args|Examples|Returns):\s*$", text, flags=re.MULTILINE)
+    description = sections[0].strip()
+    helps: dict[str, str] = {}
+    epilog = ""
+    for title, body in zip(sections[1::2], sections[2::2], strict=True):
+        if title == "Args":
+            current = None
+            for line in body.splitlines():
+                match = re.match(r"^\s{0,8}(\w+):\s*(.*)$", line)
+                if match and (current is None or not line.startswith(" " * 9)):
+                    current = match.group(1)
+                    helps[current] = match.group(2).strip()
+                elif current and line.strip():
+                    helps[current] += " " + line.strip()
+        elif title == "Examples":
+            epilog = "examples:\n" + "\n".join("  " + line.strip() for line in body.strip().splitlines())
+    return description, helps, epilog
+
+
+def _unwrap_optional(annotation: object) -> object:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _argument_kwargs(annotation: object, default: object, help_text: str) -> dict:
+    annotation = _unwrap_optional(annotation)
+    kwargs: dict = {"help": help_text or None}
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction if default is True else "store_true"
+    elif origin is typing.Literal:
+        kwargs["choices"] = list(typing.get_args(annotation))
+    elif origin is list:
+        (item,) = typing.get_args(annotation) or (str,)
+        kwargs.update(nargs="+", type=_typed(item))
+    elif annotation in (int, float, str):
+        kwargs["type"] = _typed(annotation)
+        kwargs["metavar"] = annotation.__name__.upper()
+    if default is not inspect.Parameter.empty:
+        kwargs["default"] = default
+        if default not in (None, False, True) and kwargs["help"]:
+            kwargs["help"] += f" (default: {default})"
+    return kwargs
+
+
+def _typed(kind: type) -> Callable[[str], object]:
+    """A converter whose error message names the expected type (argparse shows it)."""
+
+    def convert(text: str) -> object:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def add_verb(subparsers: argparse._SubParsersAction, name: str, function: Callable) -> argparse.ArgumentParser:
+    """Add sub-command ``name`` whose flags come from ``function``'s signature."""
+    description, helps, epilog = parse_docstring(function.__doc__)
+    parser = subparsers.add_parser(
+        name,
+        help=description.splitlines()[0] if description else None,
+        description=description,
+        epilog=epilog or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    hints = typing.get_type_hints(function)
+    for param in inspect.signature(function).parameters.values():
+        kwargs = _argument_kwargs(hints.get(param.name, str), param.default, helps.get(param.name, ""))
+        if param.default is inspect.Parameter.empty:
+            kwargs.pop("default", None)
+            kwargs.pop("metavar", None)
+            parser.add_argument(param.name, **kwargs)
+        else:
+            parser.add_argument("--" + param.name.replace("_", "-"), dest=param.name, **kwargs)
+    parser.set_defaults(_function=function)
+    return parser
+
+
+def call(function: Callable, namespace: argparse.Namespace) -> object:
+    """Call ``function`` with the parsed flags that belong to it."""
+    names = inspect.signature(function).parameters
+    return function(**{name: getattr(namespace, name) for name in names})
