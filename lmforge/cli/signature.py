@@ -8,7 +8,9 @@ small adapter below. (jsonargparse stays the tool for YAML configs with dotted
 overrides, where it shines.)
 
 Rules:
-- a parameter without a default is positional; with one, it is ``--name-with-hyphens``;
+- a parameter without a default is positional, unless keyword-only (after ``*``): then
+  it is a required ``--flag``; a positional-only one (before ``/``) with a default is
+  a positional that may be left out; any other is ``--name-with-hyphens``;
 - ``bool`` is a flag (``--json``; ``--no-x`` when the default is True);
 - ``Literal[...]`` gives choices; ``list[str]`` takes one or more values;
 - ``X | None`` is X, defaulting to None;
@@ -113,17 +115,27 @@ def add_verb(subparsers: argparse._SubParsersAction, name: str, function: Callab
     hints = typing.get_type_hints(function)
     for param in inspect.signature(function).parameters.values():
         kwargs = _argument_kwargs(hints.get(param.name, str), param.default, helps.get(param.name, ""))
-        if param.default is inspect.Parameter.empty:
+        required = param.default is inspect.Parameter.empty
+        positional = param.kind is inspect.Parameter.POSITIONAL_ONLY or (
+            required and param.kind is not inspect.Parameter.KEYWORD_ONLY
+        )
+        if required:
             kwargs.pop("default", None)
+        if positional:
             kwargs.pop("metavar", None)
+            if not required:
+                kwargs["nargs"] = "?"
             parser.add_argument(param.name, **kwargs)
         else:
-            parser.add_argument("--" + param.name.replace("_", "-"), dest=param.name, **kwargs)
+            flag = "--" + param.name.replace("_", "-")
+            parser.add_argument(flag, dest=param.name, required=required, **kwargs)
     parser.set_defaults(_function=function)
     return parser
 
 
 def call(function: Callable, namespace: argparse.Namespace) -> object:
     """Call ``function`` with the parsed flags that belong to it."""
-    names = inspect.signature(function).parameters
-    return function(**{name: getattr(namespace, name) for name in names})
+    params = inspect.signature(function).parameters.values()
+    positional = [getattr(namespace, p.name) for p in params if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+    keywords = {p.name: getattr(namespace, p.name) for p in params if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+    return function(*positional, **keywords)

@@ -17,7 +17,10 @@ f = d_ff, V = vocab):
 - MLP: ungated (GELU, ReLU) 2*d*f (+ f + d biases); gated (SwiGLU, GEGLU) 3*d*f
   (+ 2f + d biases);
 - norm: LayerNorm 2d (scale and shift), RMSNorm d (scale only);
-- a decoder layer of an encoder-decoder adds cross-attention and a third norm.
+- a decoder layer of an encoder-decoder adds cross-attention and a third norm;
+- ``positions == "xl-relative"`` (Transformer-XL, Dai et al. 2019, Sec. 3.3; used by
+  Gopher and Chinchilla) adds per self-attention block the relative-position key
+  projection W_{k,R} (d*h*k) and the biases u, v (h*k each, one pair per layer).
 
 "Embedding" parameters, which Kaplan et al. (2020, Sec. 2.1) leave out of N, are the
 token embedding, position tables, token-type table and an untied output projection.
@@ -36,7 +39,7 @@ FAMILIES: tuple[str, ...] = ("decoder", "encoder", "encoder-decoder")
 MLP_KINDS: tuple[str, ...] = ("gelu", "relu", "swiglu", "geglu")
 GATED_MLPS: tuple[str, ...] = ("swiglu", "geglu")
 NORMS: tuple[str, ...] = ("layernorm", "rmsnorm")
-POSITIONS: tuple[str, ...] = ("learned", "rotary", "relative", "alibi")
+POSITIONS: tuple[str, ...] = ("learned", "rotary", "relative", "alibi", "xl-relative")
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class ModelSpec:
     context: int = 1024  # maximum sequence length
     mlp: str = "gelu"  # gelu | relu | swiglu | geglu
     norm: str = "layernorm"  # layernorm | rmsnorm
-    positions: str = "learned"  # learned | rotary | relative | alibi
+    positions: str = "learned"  # learned | rotary | relative | alibi | xl-relative
     bias: bool = True  # biases in attention and MLP linears
     tied_embeddings: bool = True  # output projection shares the token embedding
     final_norm: bool = True  # a norm after the last layer of each stack
@@ -175,7 +178,8 @@ def _check_int(name: str, value: object, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise UserError(f"{name} must be a whole number", value, f"set {name} to an integer")
     if value < 0 or (value == 0 and not allow_zero):
-        raise UserError(f"{name} must be {'zero or more' if allow_zero else 'positive'}", value, f"set {name} to a positive integer")
+        bound = "zero or more" if allow_zero else "positive"
+        raise UserError(f"{name} must be {bound}", value, f"set {name} to a positive integer")
     if value > 10**9:
         raise UserError(f"{name} is absurdly large", value, f"set {name} to a realistic size")
 
@@ -254,11 +258,25 @@ def mlp_params(spec: ModelSpec) -> int:
     return 2 * d * f + (f + d if spec.bias else 0)
 
 
+def xl_relative_params(spec: ModelSpec) -> int:
+    """Transformer-XL relative positions in one self-attention block (Dai et al. 2019,
+    Sec. 3.3): key projection of the sinusoid table W_{k,R} (d*h*k) and biases u, v
+    (h*k each, one pair per layer); 0 for any other ``positions``."""
+    if spec.positions != "xl-relative":
+        return 0
+    return spec.d_model * spec.d_attn + 2 * spec.d_attn
+
+
 def layer_params(spec: ModelSpec, cross_attention: bool = False) -> int:
     """One transformer layer; ``cross_attention`` for a decoder layer of an enc-dec."""
     n_norms = 3 if cross_attention else 2
     n_attention = 2 if cross_attention else 1
-    return n_attention * attention_params(spec) + mlp_params(spec) + n_norms * norm_params(spec)
+    return (
+        n_attention * attention_params(spec)
+        + xl_relative_params(spec)
+        + mlp_params(spec)
+        + n_norms * norm_params(spec)
+    )
 
 
 def param_counts(spec: ModelSpec) -> ParamCounts:

@@ -101,4 +101,6 @@ def format_dollars(amount: float) -> str:
     """US dollars with thousands separators: '$1,234,567'."""
     if amount >= 100:
         return f"${amount:,.0f}"
-    return f"${amount:,.2f}"
+    if amount >= 1 or amount == 0:
+        return f"${amount:,.2f}"
+    return f"${amount:.2g}"

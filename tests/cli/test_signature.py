@@ -79,3 +79,17 @@ def test_docstring_parts():
     assert helps["gpu_memory"] == "memory per GPU, e.g. 24GiB"
     assert helps["n_gpus"] == "how many GPUs"
     assert "lmforge sample gpt2" in epilog
+
+
+def optional_positional(model: str | None = None, /, *, params: str | None = None) -> tuple:
+    """A verb whose model may be left out."""
+    return model, params
+
+
+def test_positional_only_with_default_is_optional():
+    parser = OneLineErrorParser(prog="t")
+    add_verb(parser.add_subparsers(parser_class=OneLineErrorParser), "o", optional_positional)
+    ns = parser.parse_args(["o", "--params", "500B"])
+    assert call(ns._function, ns) == (None, "500B")
+    ns = parser.parse_args(["o", "gpt2"])
+    assert call(ns._function, ns) == ("gpt2", None)

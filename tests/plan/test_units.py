@@ -14,7 +14,9 @@ def test_parse_bytes(text, value):
     assert parse_bytes(text) == value
 
 
-@pytest.mark.parametrize("text, value", [("7B", 7e9), ("1.4T", 1.4e12), ("350M", 3.5e8), ("3e23", 3e23), (125e6, 1.25e8)])
+@pytest.mark.parametrize(
+    "text, value", [("7B", 7e9), ("1.4T", 1.4e12), ("350M", 3.5e8), ("3e23", 3e23), (125e6, 1.25e8)]
+)
 def test_parse_count(text, value):
     assert parse_count(text) == pytest.approx(value)
 
