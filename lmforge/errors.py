@@ -26,16 +26,19 @@ class UserError(Exception):
         message = what if value is None else f"{what} ({value!r})" if isinstance(value, str) else f"{what} ({value})"
         if fix:
             message = f"{message}; {fix}"
-        super().__init__(message)
+        super().__init__(" ".join(message.split()))  # always one line
 
 
 def closest(name: str, choices: Iterable[str], n: int = 3) -> list[str]:
     """The names in ``choices`` closest to ``name`` (case-insensitive), best first."""
     choices = list(choices)
     lower = {c.lower(): c for c in choices}
-    hits = difflib.get_close_matches(name.lower(), list(lower), n=n, cutoff=0.4)
-    prefix = [c for c in choices if c.lower().startswith(name.lower()[:3]) and c not in hits]
-    return [lower[h] for h in hits] + prefix[: max(0, n - len(hits))]
+    hits = difflib.get_close_matches(name.lower(), list(lower), n=n, cutoff=0.6)
+    if not hits:  # fall back to a shared prefix, then to looser similarity
+        hits = [c.lower() for c in choices if c.lower().startswith(name.lower()[:3])][:n]
+    if not hits:
+        hits = difflib.get_close_matches(name.lower(), list(lower), n=n, cutoff=0.4)
+    return [lower[h] for h in hits]
 
 
 def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UserError:

@@ -7,6 +7,7 @@ Errors a user can cause print one line ``error: ...`` and exit with code 2;
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 
@@ -40,11 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _attach_negative_numbers(argv: list[str]) -> list[str]:
+    """['--flops', '-1e20'] -> ['--flops=-1e20'], so that argparse passes a negative
+    value to the verb (which explains why it is wrong) instead of taking it for a flag."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and re.match(r"^-[0-9.]", arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lmforge`` console script and ``python -m lmforge``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    argv = [a for a in argv if a != "--debug"]
+    argv = _attach_negative_numbers([a for a in argv if a != "--debug"])
     parser = build_parser()
     try:
         namespace = parser.parse_args(argv)

@@ -51,7 +51,8 @@ def memory(report) -> None:
         limit = "linear in N" if m.reduction_limit is None else f"up to {m.reduction_limit:.0f}x"
         rows.append([
             name, format_bytes(m.weights), format_bytes(m.gradients),
-            format_bytes(m.optimizer_states + m.master_weights), format_bytes(m.activations), format_bytes(m.gathered_params + m.margin), _both(m.total),
+            format_bytes(m.optimizer_states + m.master_weights), format_bytes(m.activations),
+            format_bytes(m.gathered_params + m.margin), _both(m.total),
             f"{_x(m.reduction_vs_ddp)} ({limit})" if m.strategy not in ("ddp", "single") else "1.00x",
             "" if capacity is None else ("yes" if m.fits(capacity) else "no"),
         ])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
+from pathlib import Path
 
-from lmforge.errors import UserError, check_positive
+from lmforge.errors import UserError, check_positive, unknown_name
 from lmforge.plan.hardware import GPU, parse_cluster
 from lmforge.plan.presets import get_preset
 from lmforge.plan.shapes import shape_for_params
@@ -23,12 +25,15 @@ class ResolvedModel:
 
 
 def resolve_model(model: str | None, params: str | float | None, *, style: str = "llama") -> ResolvedModel:
-    """A preset by name, or a decoder shape for a bare parameter count (``shapes``).
+    """A preset by name, a spec file (``.yaml``/``.yml``/``.json`` with ModelSpec
+    fields), or a decoder shape for a bare parameter count (``shapes``).
 
     Exactly one of ``model`` and ``params`` must be given.
     """
     if model is not None and params is not None:
         raise UserError("give a model preset or --params, not both", f"{model} and {params}", "drop one of them")
+    if model is not None and model.lower().endswith(SPEC_SUFFIXES):
+        return ResolvedModel(Path(model).stem, load_spec(model))
     if model is not None:
         preset = get_preset(model)
         return ResolvedModel(preset.name, preset.spec)
@@ -42,6 +47,35 @@ def resolve_model(model: str | None, params: str | float | None, *, style: str =
         spec,
         f"no preset: a {style}-style shape of {format_count(n_params)} parameters was assumed ({shape})",
     )
+
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def load_spec(path: str) -> ModelSpec:
+    """A ModelSpec from a YAML or JSON file of its fields (see ``specs.ModelSpec``)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError("model spec file not found", path, "check the path, or name a preset such as llama-2-7b")
+    import yaml  # reads JSON too (JSON is YAML)
+
+    try:
+        fields = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        fix = f"it must be UTF-8 text ({type(exc).__name__})"
+        raise UserError("cannot read the model spec file", path, fix) from None
+    except yaml.YAMLError as exc:
+        raise UserError("the model spec file is not valid YAML or JSON", path, f"fix its syntax ({exc})") from None
+    if not isinstance(fields, dict) or not fields:
+        raise UserError("the model spec file holds no fields", path, "write ModelSpec fields, e.g. d_model: 768")
+    known = {f.name for f in dataclass_fields(ModelSpec)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise unknown_name("ModelSpec field", unknown[0], known)
+    try:
+        return ModelSpec(**fields)
+    except TypeError as exc:
+        raise UserError("bad value in the model spec file", path, str(exc)) from None
 
 
 @dataclass(frozen=True)

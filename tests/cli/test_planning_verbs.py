@@ -1,0 +1,190 @@
+"""The planning verbs end to end: real answers, JSON, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lmforge.cli.main import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(capsys, *argv: str):
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+# ---- answers ---------------------------------------------------------------------------
+
+
+def test_memory_llama_2_7b(capsys):
+    """KV cache of Llama-2-7B in bf16: 2 x 32 layers x 32 heads x 128 x 2 bytes = 524,288 B/token."""
+    data = run_json(capsys, "memory", "llama-2-7b", "--gpus", "8xH100")
+    assert data["params"]["total"] == 6_738_415_616
+    assert data["kv_cache"]["per_token_bytes"] == 524_288
+    by_strategy = {m["strategy"]: m for m in data["training_per_gpu"]}
+    assert list(by_strategy) == ["ddp", "zero1", "zero2", "zero3"]
+    # Mixed-precision AdamW model states: 16 bytes/param under DDP (ZeRO, Sec. 3.1).
+    assert by_strategy["ddp"]["model_states"] == 16 * 6_738_415_616
+    assert data["least_sharding"] == next(s for s, fits in data["fits"].items() if fits)
+
+
+def test_memory_500b_in_one_command(capsys):
+    """'How much GPU memory to train a 500B model': model states alone are 16 B/param = 8 TB."""
+    code, out, err = run(capsys, "memory", "--params", "500B", "--gpus", "64xH100")
+    assert code == 0, err
+    assert "500B (llama-style)" in out and "does not fit" not in out.splitlines()[0]
+    data = run_json(capsys, "memory", "--params", "500B", "--gpus", "64xH100")
+    assert data["params"]["total"] == pytest.approx(500e9, rel=0.10)
+    ddp = data["training_per_gpu"][0]
+    assert ddp["model_states"] == 16 * data["params"]["total"]
+    assert data["rule_of_thumb"]["rule_train_bytes"] == pytest.approx(80 * data["params"]["total"])
+
+
+def test_memory_suggests_least_sharding_and_gpu_count(capsys):
+    code, out, _ = run(capsys, "memory", "llama-65b", "--gpus", "8xA100-80GB")
+    assert code == 0
+    assert "fits" in out
+    data = run_json(capsys, "memory", "llama-2-70b", "--gpus", "2xL4", "--recompute", "full", "--seq-len", "2048")
+    assert data["least_sharding"] is None and data["zero3_gpus_needed"] > 2
+    # At 4,096 tokens without full recompute, activations alone overflow a 24 GiB L4.
+    code, out, _ = run(capsys, "memory", "llama-2-70b", "--gpus", "2xL4")
+    assert code == 0 and "activations alone overflow one GPU" in out
+
+
+def test_plan_budget_forms_agree(capsys):
+    """The same compute three ways: FLOPs; GPUs x days x MFU; dollars at a price."""
+    flops = 64 * 989e12 * 0.4 * 14 * 86400
+    by_flops = run_json(capsys, "plan", "--flops", f"{flops:.6e}", "--gpus", "64xH100", "--laws", "20x")
+    by_days = run_json(capsys, "plan", "--gpus", "64xH100", "--days", "14", "--mfu", "0.4", "--laws", "20x")
+    dollars = 64 * 14 * 24 * 2.5
+    by_money = run_json(capsys, "plan", "--dollars", str(dollars), "--gpus", "H100", "--price", "2.5", "--laws", "20x")
+    n = [d["laws"][0]["n_params"] for d in (by_flops, by_days, by_money)]
+    assert n[0] == pytest.approx(n[1], rel=1e-6) and n[1] == pytest.approx(n[2], rel=1e-6)
+    # 20 tokens per parameter: N = sqrt(C / 120) (Hoffmann et al. 2022).
+    assert n[0] == pytest.approx((flops / 120) ** 0.5, rel=1e-6)
+
+
+def test_plan_gopher_budget_20x(capsys):
+    """Hoffmann et al. 2022: at Gopher's 5.76e23 FLOPs, 20 tokens/param gives N = 6.93e10, D = 1.386e12."""
+    data = run_json(capsys, "plan", "--flops", "5.76e23", "--laws", "20x", "chinchilla")
+    row = {r["law"]: r for r in data["laws"]}
+    assert row["20x"]["n_params"] == pytest.approx(6.93e10, rel=1e-3)
+    assert row["20x"]["n_tokens"] == pytest.approx(1.386e12, rel=1e-3)
+    assert row["chinchilla"]["predicted_loss"] is not None
+    assert data["cluster"]["assumed"] is True
+
+
+def test_plan_compare(capsys):
+    data = run_json(capsys, "plan", "--compare")
+    names = [r["run"] for r in data]
+    assert names == ["Chinchilla", "LLaMA-65B", "GPT-3", "OPT-175B", "BLOOM-176B", "BloombergGPT"]
+    gpt3 = data[2]
+    twenty = next(v for v in gpt3["verdicts"] if v["law"] == "20x")
+    assert twenty["undertrained"] > 3  # 300B tokens for 175B params
+
+
+def test_cost_and_advise(capsys):
+    data = run_json(capsys, "cost", "llama-2-7b", "--tokens", "2T", "--gpus", "64xH100", "--price", "2")
+    assert data["pretraining"]["flops"] == pytest.approx(6 * 6_738_415_616 * 2e12)
+    assert data["pretraining"]["price_is_example"] is False
+    lora, full = data["tuning"][1], data["tuning"][0]
+    assert lora["dollars"] < full["dollars"]
+    advice = run_json(capsys, "advise", "--task", "Summarisation", "--budget", "1e21")
+    assert advice["family"] == "encoder-decoder" and advice["n_params"] > 0
+
+
+def test_tables_print_units(capsys):
+    for argv in (["plan", "--flops", "1e21"], ["memory", "gpt2"], ["cost", "gpt2"], ["advise", "--task", "ner"]):
+        code, out, err = run(capsys, *argv)
+        assert code == 0, err
+        assert out.strip()
+    code, out, _ = run(capsys, "memory", "gpt2", "--gpu-memory", "24GiB")
+    assert "GB" in out and "GiB" in out and "fits" in out
+
+
+# ---- bad input: one line, exit 2, no traceback ---------------------------------------------
+
+BAD = [
+    (["plan", "--flops", "0"], "must be greater than zero"),
+    (["plan", "--flops", "-1e20"], "cannot read"),
+    (["plan", "--flops", "nan"], "cannot read"),
+    (["plan", "--flops", "1e60"], "absurdly large"),
+    (["plan", "--flops", "1e23", "--dollars", "1e6"], "flops"),
+    (["plan", "--gpus", "8xFOO", "--days", "3"], "unknown GPU ('FOO')"),
+    (["plan", "--gpus", "64xH100"], "days"),
+    (["plan", "--gpus", "64xH100", "--days", "14", "--mfu", "40"], "MFU"),
+    (["plan"], "budget"),
+    (["plan", "--flops", "1e21", "--laws", "chinchila"], "did you mean chinchilla"),
+    (["memory", "lama-2-7b"], "did you mean llama-2-7b"),
+    (["memory"], "no model given"),
+    (["memory", "gpt2", "--params", "7B"], "not both"),
+    (["memory", "gpt2", "--gpus", "8xH100", "--n-gpus", "4"], "given twice"),
+    (["memory", "gpt2", "--gpu-memory", "lots"], "cannot read --gpu-memory"),
+    (["memory", "gpt2", "--micro-batch", "0"], "micro_batch"),
+    (["memory", "gpt2", "--seq-len", "100000"], "seq_len"),
+    (["memory", "--params", "-5B"], "cannot read --params"),
+    (["memory", "gpt2", "--precision", "int3"], "invalid choice: 'int3'"),
+    (["memory", "gpt2", "--gpus", "H100", "--offload"], None),  # offload on one GPU: allowed under zero stages
+    (["cost", "gpt2", "--gpus", "8xH1OO"], "unknown GPU"),
+    (["cost", "gpt2", "--mfu", "0"], "MFU"),
+    (["cost", "gpt2", "--price", "-2"], "price"),
+    (["advise", "--task", "poetry"], "unknown task ('poetry')"),
+    (["advise"], "required: --task"),
+    (["advise", "--task", "chat", "--budget", "abc"], "cannot read --budget"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", BAD, ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_bad_input_is_one_line_exit_2(argv, needle, capsys):
+    if needle is None:
+        assert run(capsys, *argv)[0] == 0
+        return
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert needle in err, err
+    assert "Traceback" not in err
+
+
+def test_bad_spec_file(tmp_path, capsys):
+    """d_model not divisible by heads, from a user's spec file."""
+    spec = tmp_path / "model.yaml"
+    spec.write_text("d_model: 100\nn_heads: 12\n")
+    code, _, err = run(capsys, "memory", str(spec))
+    assert code == 2 and "d_model is not divisible by the number of heads" in err
+    (tmp_path / "empty.yaml").write_text("")
+    code, _, err = run(capsys, "memory", str(tmp_path / "empty.yaml"))
+    assert code == 2 and "holds no fields" in err
+    (tmp_path / "binary.json").write_bytes(bytes(range(256)))
+    code, _, err = run(capsys, "memory", str(tmp_path / "binary.json"))
+    assert code == 2 and "UTF-8" in err
+    code, _, err = run(capsys, "memory", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "not found" in err
+
+
+def test_debug_shows_traceback():
+    done = subprocess.run([sys.executable, "-m", "lmforge", "advise", "--task", "poetry", "--debug"],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "Traceback" in done.stderr and "UserError" in done.stderr
+    plain = subprocess.run([sys.executable, "-m", "lmforge", "advise", "--task", "poetry"],
+                           capture_output=True, text=True)
+    assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and "Traceback" not in plain.stderr
+
+
+def test_console_script_and_module_agree():
+    via_module = subprocess.run([sys.executable, "-m", "lmforge", "--version"], capture_output=True, text=True)
+    assert via_module.returncode == 0 and via_module.stdout.startswith("lmforge ")
