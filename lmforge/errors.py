@@ -75,3 +75,31 @@ def check_fraction(name: str, value: float, *, allow_one: bool = True) -> float:
     if value > 1 or (value == 1 and not allow_one):
         raise UserError(f"{name} must be a fraction in (0, 1]", value, f"pass e.g. 0.4 for 40% (not 40) for {name}")
     return value
+
+
+def check_whole(name: str, value: object, upper: int = 10**9, *, allow_zero: bool = False) -> int:
+    """Return ``value`` if it is a whole number in [1, upper] ([0, upper] with ``allow_zero``).
+
+    Raises UserError for a float (even 2.0), a bool, a negative or zero count, or an
+    absurd one.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{name} must be a whole number", value, f"pass {name} as an integer")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound, least = ("zero or more", 0) if allow_zero else ("positive", 1)
+        raise UserError(f"{name} must be {bound}", value, f"pass an integer of at least {least} for {name}")
+    if value > upper:
+        raise UserError(f"{name} is absurdly large", value, f"pass at most {upper:,}")
+    return value
+
+
+def check_choice(kind: str, value: object, choices: Iterable[str]) -> str:
+    """Return ``value`` if it is one of ``choices``; else a UserError listing them all.
+
+    For short fixed lists (precisions, strategies); ``unknown_name`` suggests the closest
+    names instead, for long catalogs (presets, GPUs).
+    """
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise UserError(f"unknown {kind}", value, "choose one of " + ", ".join(choices))
+    return value

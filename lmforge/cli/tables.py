@@ -91,6 +91,10 @@ def _memory_verdict(report) -> list[str]:
         lines.append(f"zero3 would fit on {report.zero3_gpus_needed:,} such GPUs")
     else:
         lines.append("activations alone overflow one GPU: lower --micro-batch or --seq-len, or --recompute full")
+    if report.least_sharding_full_recompute is not None:
+        lines.append(f"with --recompute full it fits with [bold]{report.least_sharding_full_recompute}[/bold]")
+    elif report.zero3_gpus_needed_full_recompute is not None:
+        lines.append(f"with --recompute full, zero3 fits on {report.zero3_gpus_needed_full_recompute:,} such GPUs")
     return lines
 
 

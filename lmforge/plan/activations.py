@@ -52,42 +52,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from lmforge.errors import UserError
-from lmforge.plan.specs import GATED_MLPS, ModelSpec
+from lmforge.errors import check_choice, check_whole
+from lmforge.plan.specs import GATED_MLPS, ModelSpec, check_seq_len, check_spec
 
 ACTIVATION_BYTES: dict[str, int] = {"fp32": 4, "bf16": 2, "fp16": 2}  # bytes per stored element
 RECOMPUTE: tuple[str, ...] = ("none", "selective", "full")
 LOGITS_FP32_COPIES = 2  # fp32 log-probabilities saved by the loss + their gradient
-
-
-def check_choice(kind: str, value: object, choices: tuple[str, ...] | list[str]) -> str:
-    """Return ``value`` if it is one of ``choices``; else a UserError listing them."""
-    if not isinstance(value, str) or value not in choices:
-        raise UserError(f"unknown {kind}", value, "choose one of " + ", ".join(choices))
-    return value
-
-
-def check_whole(name: str, value: object, upper: int = 10**9) -> int:
-    """Return ``value`` if it is a whole number in [1, upper]; else a UserError."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{name} must be a whole number", value, f"pass a positive integer for {name}")
-    if value < 1:
-        raise UserError(f"{name} must be at least 1", value, f"pass a positive integer for {name}")
-    if value > upper:
-        raise UserError(f"{name} is absurdly large", value, f"pass at most {upper:,}")
-    return value
-
-
-def check_seq_len(spec: ModelSpec, name: str, value: int | None, default: int) -> int:
-    """A sequence length in [1, spec.context]; ``None`` means ``default``."""
-    if value is None:
-        return default
-    check_whole(name, value)
-    if value > spec.context:
-        raise UserError(
-            f"{name} is longer than the model's context", value, f"use at most {spec.context} or raise the context"
-        )
-    return value
 
 
 def korthikanti_layer_bytes(s: int, b: int, h: int, a: int, recompute: str = "none") -> int:
@@ -187,8 +157,7 @@ def activation_bytes(
     model; ``source_len`` the encoder length of an encoder-decoder (default: seq_len).
     Both default to ``spec.context`` and may not exceed it.
     """
-    if not isinstance(spec, ModelSpec):
-        raise UserError("expected a ModelSpec", type(spec).__name__, "build one with lmforge.plan.specs.ModelSpec")
+    check_spec(spec)
     b = check_whole("micro_batch", micro_batch, upper=10**7)
     s = check_seq_len(spec, "seq_len", seq_len, spec.context)
     e = ACTIVATION_BYTES[check_choice("training precision", precision, tuple(ACTIVATION_BYTES))]

@@ -3,8 +3,8 @@
 ``resolve_budget`` turns what the user knows (FLOPs; GPUs x days x MFU; dollars; a
 fixed model size and/or token count) into one ``Budget``. ``allocate`` answers, under
 each scaling law side by side, how many parameters and tokens that budget buys and the
-loss the law predicts. ``training_time_and_cost`` converts FLOPs into wall-clock time,
-GPU-hours and dollars on a cluster.
+loss the law predicts. Turning FLOPs into wall-clock time, GPU-hours and dollars on a
+cluster is ``lmforge.plan.cost.pretraining_cost``.
 
 Training compute is C = 6 N D (Kaplan et al. 2020, Sec. 2.1; Hoffmann et al. 2022,
 Sec. 3.3). Cluster compute is n_gpus x peak dense bf16 FLOP/s x MFU x seconds, MFU as in
@@ -13,7 +13,6 @@ PaLM (Chowdhery et al. 2022, App. B). Prices are examples (``hardware.py``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from lmforge.errors import UserError, check_fraction, check_positive
@@ -332,69 +331,3 @@ def allocate(budget: Budget, laws: list[str] | None = None) -> list[Allocation]:
     if not names:
         raise UserError("no scaling law chosen", "[]", "name at least one of " + ", ".join(LAWS))
     return [_allocate_one(budget, name) for name in names]
-
-
-@dataclass(frozen=True)
-class TrainingCost:
-    """Wall-clock time, GPU-hours and dollars to spend ``flops`` on a cluster."""
-
-    flops: float
-    gpu: str
-    gpu_count: int
-    mfu: float
-    seconds: float
-    gpu_hours: float
-    price_per_hour: float
-    price_is_example: bool
-    dollars: float
-
-    @property
-    def days(self) -> float:
-        return self.seconds / SECONDS_PER_DAY
-
-    def to_dict(self) -> dict:
-        return {
-            "flops": self.flops,
-            "gpu": self.gpu,
-            "gpu_count": self.gpu_count,
-            "mfu": self.mfu,
-            "seconds": self.seconds,
-            "days": self.days,
-            "gpu_hours": self.gpu_hours,
-            "price_per_hour": self.price_per_hour,
-            "price_is_example": self.price_is_example,
-            "dollars": self.dollars,
-        }
-
-
-def training_time_and_cost(
-    flops: float, cluster: Cluster | str, mfu: float = 0.4, price_per_hour: float | None = None
-) -> TrainingCost:
-    """Time = C / (n x peak bf16 FLOP/s x MFU); GPU-hours = n x time; dollars = GPU-hours x price.
-
-    MFU as defined by PaLM (Chowdhery et al. 2022, App. B). Without ``price_per_hour`` the
-    GPU's example price from ``hardware.py`` is used and ``price_is_example`` is True.
-    """
-    check_positive("compute (FLOPs)", flops, upper=MAX_FLOPS)
-    check_fraction("MFU", mfu)
-    if price_per_hour is not None:
-        check_positive("price per GPU-hour", price_per_hour, upper=1e4)
-    if isinstance(cluster, str):
-        cluster = parse_cluster(cluster)
-    seconds = flops / (cluster.peak_flops * mfu)
-    gpu_hours = seconds * cluster.count / 3600.0
-    example = price_per_hour is None
-    price = cluster.gpu.example_price_per_hour if example else float(price_per_hour)
-    if not math.isfinite(seconds):
-        raise UserError("training time overflows", flops, "use a smaller compute budget")
-    return TrainingCost(
-        flops=float(flops),
-        gpu=cluster.gpu.name,
-        gpu_count=cluster.count,
-        mfu=mfu,
-        seconds=seconds,
-        gpu_hours=gpu_hours,
-        price_per_hour=price,
-        price_is_example=example,
-        dollars=gpu_hours * price,
-    )

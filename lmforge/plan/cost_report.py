@@ -2,7 +2,7 @@
 
 Pretraining (``cost.pretraining_cost_for``, 6ND), fine-tuning full and LoRA
 (``cost.tuning_cost``), inference at batch 1 and a larger batch
-(``cost.inference_cost``) and hosting per month (``cost.hosting_cost``).
+(``serving.inference_cost``) and hosting per month (``serving.hosting_cost``).
 """
 
 from __future__ import annotations
@@ -10,18 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.plan.allocate import TOKENS_PER_PARAM
-from lmforge.plan.cost import (
-    ComputeCost,
-    HostingCost,
-    InferenceCost,
-    TuningCost,
-    hosting_cost,
-    inference_cost,
-    pretraining_cost_for,
-    tuning_cost,
-)
+from lmforge.plan.cost import ComputeCost, TuningCost, pretraining_cost_for, tuning_cost
 from lmforge.plan.hardware import parse_cluster
 from lmforge.plan.resolve import ResolvedModel
+from lmforge.plan.serving import HostingCost, InferenceCost, hosting_cost, inference_cost
 from lmforge.plan.specs import param_counts
 from lmforge.plan.units import parse_count
 

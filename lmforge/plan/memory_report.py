@@ -1,9 +1,9 @@
 """Everything `lmforge memory` answers, gathered in one result.
 
-Storing (weights at each precision, KV cache), training per GPU under every strategy
-(``memory.compare_strategies``), whether it fits the GPU, the least sharding that fits
-(``memory.least_sharding``), how many GPUs zero3 would need otherwise, and the rule of
-thumb beside the accounted figure (``memory.rule_of_thumb``).
+Storing (weights at each precision and the KV cache, ``storage``), training per GPU
+under every strategy (``memory.compare_strategies``), whether it fits the GPU, the
+least sharding that fits (``memory.least_sharding``), how many GPUs zero3 would need
+otherwise, and the rule of thumb beside the accounted figure (``memory.rule_of_thumb``).
 """
 
 from __future__ import annotations
@@ -11,19 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.plan.memory import (
-    PRECISION_BYTES,
     RuleOfThumb,
     TrainingMemory,
     compare_strategies,
-    kv_cache_bytes,
     least_sharding,
     rule_of_thumb,
     training_memory,
-    weight_bytes,
     zero3_gpus_needed,
 )
 from lmforge.plan.resolve import ResolvedGPUs, ResolvedModel
 from lmforge.plan.specs import ParamCounts, param_counts
+from lmforge.plan.storage import PRECISION_BYTES, kv_cache_bytes, weight_bytes
 
 
 @dataclass(frozen=True)
@@ -53,6 +51,10 @@ class MemoryReport:
     least_sharding: str | None  # None: nothing fits on n_gpus (or no capacity given)
     least_sharding_memory: TrainingMemory | None
     zero3_gpus_needed: int | None  # fewest GPUs of this capacity for zero3, when it does not fit
+    # When nothing fits and recompute is not already "full": the same two answers with
+    # full activation recomputation, the usual remedy when activations overflow a GPU.
+    least_sharding_full_recompute: str | None
+    zero3_gpus_needed_full_recompute: int | None
     rule: RuleOfThumb
 
     def to_dict(self) -> dict:
@@ -72,8 +74,18 @@ class MemoryReport:
             "fits": {m.strategy: m.fits(self.capacity_bytes) for m in self.strategies} if self.capacity_bytes else None,
             "least_sharding": self.least_sharding,
             "zero3_gpus_needed": self.zero3_gpus_needed,
+            "least_sharding_full_recompute": self.least_sharding_full_recompute,
+            "zero3_gpus_needed_full_recompute": self.zero3_gpus_needed_full_recompute,
             "rule_of_thumb": self.rule.to_dict(),
         }
+
+
+def _fit(spec, gpus: ResolvedGPUs, offload: bool, train_kwargs: dict) -> tuple[str | None, int | None]:
+    """(least sharding that fits on the GPUs, or None; if None, the GPUs zero3 needs)."""
+    least = least_sharding(spec, gpus.capacity_bytes, n_gpus=gpus.count, **train_kwargs)
+    if least is not None:
+        return least, None
+    return None, zero3_gpus_needed(spec, gpus.capacity_bytes, offload_optimizer=offload, **train_kwargs)
 
 
 def memory_report(
@@ -104,16 +116,15 @@ def memory_report(
                         recompute=recompute)
     strategies = tuple(compare_strategies(spec, n_gpus=gpus.count, offload_optimizer=offload_optimizer,
                                           **train_kwargs))
-    least = least_mem = needed = None
+    least = least_mem = needed = least_full = needed_full = None
     if gpus.capacity_bytes is not None:
-        least = least_sharding(spec, gpus.capacity_bytes, n_gpus=gpus.count, **train_kwargs)
+        least, needed = _fit(spec, gpus, offload_optimizer, train_kwargs)
         if least is not None:
             strategy, offload = least.split("+")[0], least.endswith("offload")
             least_mem = training_memory(spec, strategy=strategy, n_gpus=gpus.count, offload_optimizer=offload,
                                         **train_kwargs)
-        else:
-            needed = zero3_gpus_needed(spec, gpus.capacity_bytes, offload_optimizer=offload_optimizer,
-                                       **train_kwargs)
+        elif recompute != "full":
+            least_full, needed_full = _fit(spec, gpus, offload_optimizer, {**train_kwargs, "recompute": "full"})
     return MemoryReport(
         model=model.name,
         note=model.note,
@@ -131,5 +142,7 @@ def memory_report(
         least_sharding=least,
         least_sharding_memory=least_mem,
         zero3_gpus_needed=needed,
+        least_sharding_full_recompute=least_full,
+        zero3_gpus_needed_full_recompute=needed_full,
         rule=rule_of_thumb(counts.total, strategies[0]),
     )

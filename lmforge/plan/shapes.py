@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from lmforge.errors import UserError, check_positive, unknown_name
+from lmforge.errors import UserError, check_positive, check_whole, unknown_name
 from lmforge.plan.specs import ModelSpec, layer_params, param_counts
 from lmforge.plan.units import format_count
 
@@ -46,9 +46,8 @@ def shape_for_params(
     check_positive("parameter count", n_params, upper=1e15)
     if style not in STYLES:
         raise unknown_name("model style", str(style), STYLES)
-    for name, value in (("vocab_size", vocab_size), ("context", context)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value > 10**8:
-            raise UserError(f"{name} must be a positive whole number", value, f"pass {name} as an integer, e.g. 32000")
+    check_whole("vocab_size", vocab_size, upper=10**8)
+    check_whole("context", context, upper=10**8)
 
     target_ratio = _target_ratio(n_params)
     best: tuple[tuple, int, int] | None = None

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
-from lmforge.errors import UserError
+from lmforge.errors import UserError, check_choice, check_whole
 
 Family = Literal["decoder", "encoder", "encoder-decoder"]
 FAMILIES: tuple[str, ...] = ("decoder", "encoder", "encoder-decoder")
@@ -122,15 +122,14 @@ class ModelSpec:
 
 def validate(spec: ModelSpec) -> None:
     """Raise UserError naming the first field that makes ``spec`` impossible."""
-    if spec.family not in FAMILIES:
-        raise UserError("unknown model family", spec.family, "choose one of " + ", ".join(FAMILIES))
+    check_choice("model family", spec.family, FAMILIES)
     for name in ("d_model", "n_heads", "vocab_size", "context"):
-        _check_int(name, getattr(spec, name))
+        check_whole(name, getattr(spec, name))
     for name in ("n_kv_heads", "head_dim", "d_ff"):
         if getattr(spec, name) is not None:
-            _check_int(name, getattr(spec, name))
+            check_whole(name, getattr(spec, name))
     for name in ("n_decoder_layers", "n_encoder_layers", "position_offset", "n_token_types"):
-        _check_int(name, getattr(spec, name), allow_zero=True)
+        check_whole(name, getattr(spec, name), allow_zero=True)
     if spec.family == "decoder" and (spec.n_decoder_layers == 0 or spec.n_encoder_layers):
         raise UserError(
             "a decoder model needs decoder layers and no encoder layers",
@@ -161,27 +160,32 @@ def validate(spec: ModelSpec) -> None:
             f"n_heads={spec.n_heads}, n_kv_heads={spec.n_kv_heads}",
             "grouped-query attention needs n_kv_heads to divide n_heads",
         )
-    for name, value, allowed in (
-        ("mlp", spec.mlp, MLP_KINDS),
-        ("norm", spec.norm, NORMS),
-        ("positions", spec.positions, POSITIONS),
-    ):
-        if value not in allowed:
-            raise UserError(f"unknown {name}", value, "choose one of " + ", ".join(allowed))
+    check_choice("mlp", spec.mlp, MLP_KINDS)
+    check_choice("norm", spec.norm, NORMS)
+    check_choice("positions", spec.positions, POSITIONS)
     if spec.positions == "relative":
-        _check_int("relative_buckets", spec.relative_buckets)
+        check_whole("relative_buckets", spec.relative_buckets)
     if spec.mlm_head and spec.family != "encoder":
         raise UserError("an MLM head belongs to an encoder model", spec.family, "set mlm_head only for family=encoder")
 
 
-def _check_int(name: str, value: object, allow_zero: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise UserError(f"{name} must be a whole number", value, f"set {name} to an integer")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = "zero or more" if allow_zero else "positive"
-        raise UserError(f"{name} must be {bound}", value, f"set {name} to a positive integer")
-    if value > 10**9:
-        raise UserError(f"{name} is absurdly large", value, f"set {name} to a realistic size")
+def check_spec(spec: object) -> ModelSpec:
+    """Return ``spec`` if it is a ModelSpec; else a UserError naming what was passed."""
+    if not isinstance(spec, ModelSpec):
+        raise UserError("expected a ModelSpec", type(spec).__name__, "build one with lmforge.plan.specs.ModelSpec")
+    return spec
+
+
+def check_seq_len(spec: ModelSpec, name: str, value: int | None, default: int) -> int:
+    """A sequence length in [1, spec.context]; ``None`` means ``default``."""
+    if value is None:
+        return default
+    check_whole(name, value)
+    if value > spec.context:
+        raise UserError(
+            f"{name} is longer than the model's context", value, f"use at most {spec.context} or raise the context"
+        )
+    return value
 
 
 def _divisor_near(n: int, target: int) -> int:

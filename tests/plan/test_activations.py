@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from lmforge.errors import UserError
 from lmforge.plan.activations import RECOMPUTE, activation_bytes, korthikanti_layer_bytes
 from lmforge.plan.specs import ModelSpec
+from tests.plan.reference_specs import LLAMA2_7B
 
 
 def gpt(layers: int = 2, d: int = 4096, heads: int = 32, vocab: int = 100, context: int = 2048) -> ModelSpec:
@@ -17,20 +18,8 @@ def gpt(layers: int = 2, d: int = 4096, heads: int = 32, vocab: int = 100, conte
 
 
 def llama(n_kv_heads: int | None = None) -> ModelSpec:
-    return ModelSpec(
-        n_decoder_layers=32,
-        d_model=4096,
-        n_heads=32,
-        n_kv_heads=n_kv_heads,
-        d_ff=11008,
-        vocab_size=32000,
-        context=4096,
-        mlp="swiglu",
-        norm="rmsnorm",
-        positions="rotary",
-        bias=False,
-        tied_embeddings=False,
-    )
+    """Llama-2-7B (tests/plan/reference_specs.py), with grouped-query attention if asked."""
+    return LLAMA2_7B.with_(n_kv_heads=n_kv_heads)
 
 
 def test_korthikanti_table2_hand_example():

@@ -1,4 +1,4 @@
-"""Budgets, per-law allocations, training time and cost, and known runs."""
+"""Budgets, per-law allocations and known runs (time and cost: test_cost.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 
 from lmforge.errors import UserError
-from lmforge.plan.allocate import Budget, allocate, resolve_budget, training_time_and_cost
+from lmforge.plan.allocate import Budget, allocate, resolve_budget
 from lmforge.plan.known_runs import KNOWN_RUNS, compare_known
 from lmforge.plan.laws import CHINCHILLA, LAWS
 
@@ -224,30 +224,6 @@ def test_budget_is_frozen():
     assert isinstance(budget, Budget)
     with pytest.raises(AttributeError):
         budget.flops = 2e23  # type: ignore[misc]
-
-
-# ---------------------------------------------------------------- time and cost
-
-
-def test_training_time_and_cost_by_hand():
-    """1e23 FLOP / (64 * 989e12 * 0.4) = 3.9497e6 s = 45.71 days; * 64 / 3600 = 70,217 GPU-hours; * $2.50."""
-    cost = training_time_and_cost(1e23, "64xH100", 0.4)
-    assert cost.seconds == pytest.approx(3.9497e6, rel=1e-4)
-    assert cost.days == pytest.approx(45.71, rel=1e-3)
-    assert cost.gpu_hours == pytest.approx(70216.8, rel=1e-5)
-    assert cost.price_is_example and cost.price_per_hour == 2.5
-    assert cost.dollars == pytest.approx(70216.8 * 2.5, rel=1e-5)
-    own = training_time_and_cost(1e23, "64xH100", 0.4, price_per_hour=3.0)
-    assert not own.price_is_example and own.dollars == pytest.approx(70216.8 * 3.0, rel=1e-5)
-    json.dumps(own.to_dict())
-
-
-@pytest.mark.parametrize(
-    "args", [(0, "8xH100"), (1e23, "8xH100", 1.5), (1e23, "8xH100", 0.4, -1.0), (1e36, "8xH100"), (1e23, "8xNOPE")]
-)
-def test_training_time_and_cost_rejects_bad_input(args):
-    with pytest.raises(UserError):
-        training_time_and_cost(*args)
 
 
 # ---------------------------------------------------------------- known runs

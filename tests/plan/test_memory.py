@@ -1,4 +1,4 @@
-"""Memory to store and to train a model (ZeRO, Korthikanti, KV cache, quantized weights)."""
+"""Memory to train a model (ZeRO, Korthikanti); storing it is test_storage.py."""
 
 from __future__ import annotations
 
@@ -13,51 +13,25 @@ from lmforge.errors import UserError
 from lmforge.plan.memory import (
     MARGIN_FIXED_BYTES,
     OPTIMIZERS,
-    PRECISION_BYTES,
     TRAIN_PRECISIONS,
     compare_strategies,
-    kv_cache_bytes,
     least_sharding,
     model_state_bytes_per_gpu,
     reduction_limit,
     rule_of_thumb,
     training_bytes_per_param,
     training_memory,
-    weight_bytes,
-    weight_bytes_for_params,
     zero3_gpus_needed,
 )
-from lmforge.plan.specs import ModelSpec, param_counts
+from lmforge.plan.specs import ModelSpec
+from tests.plan.reference_specs import LLAMA2_7B, small
 
 GiB = 2**30
 
 
-def llama2_7b() -> ModelSpec:
-    """Llama-2-7B by hand (Touvron et al. 2023; HF config): 32 layers, d 4096, 32 heads,
-    ff 11008, vocab 32000, context 4096, SwiGLU, RMSNorm, rotary, no bias, untied."""
-    return ModelSpec(
-        n_decoder_layers=32,
-        d_model=4096,
-        n_heads=32,
-        d_ff=11008,
-        vocab_size=32000,
-        context=4096,
-        mlp="swiglu",
-        norm="rmsnorm",
-        positions="rotary",
-        bias=False,
-        tied_embeddings=False,
-        name="llama-2-7b",
-    )
-
-
-def small(layers: int = 4, d: int = 256, heads: int = 4, context: int = 256, vocab: int = 1000) -> ModelSpec:
-    return ModelSpec(n_decoder_layers=layers, d_model=d, n_heads=heads, vocab_size=vocab, context=context)
-
-
 SPECS = [
     small(),
-    llama2_7b().with_(n_decoder_layers=2, n_kv_heads=8),
+    LLAMA2_7B.with_(n_decoder_layers=2, n_kv_heads=8),
     ModelSpec(
         family="encoder-decoder",
         n_encoder_layers=2,
@@ -143,105 +117,12 @@ def test_offload_moves_optimizer_to_cpu():
     assert got.total == pytest.approx(2e9 + 2e9 / 4)
 
 
-# ---- storing ------------------------------------------------------------------------
-
-
-def test_llama_param_count():
-    """Llama-2-7B has 6,738,415,616 parameters (Hugging Face model card / safetensors index)."""
-    assert param_counts(llama2_7b()).total == 6_738_415_616
-
-
-def test_kv_cache_llama2_7b():
-    """Llama-2-7B fp16: 2 * 32 layers * 32 kv heads * 128 * 2 bytes = 524,288 bytes per token."""
-    spec = llama2_7b()
-    assert kv_cache_bytes(spec, 1, 1, "fp16") == 524_288
-    assert kv_cache_bytes(spec, 4, 4096, "fp16") == 524_288 * 4 * 4096
-    assert kv_cache_bytes(spec, 1, 1, "fp32") == 2 * 524_288
-    assert kv_cache_bytes(spec, 1, 3, "int4") == 524_288 * 3 // 4
-
-
-def test_kv_cache_gqa_encoder_decoder_and_encoder():
-    """Llama-2-70B shape (80 layers, 8 kv heads, 128): 2*80*8*128*2 = 327,680 bytes/token.
-    Encoder-decoder: decoder self-attention over seq + cross K/V over source. Encoder: 0."""
-    gqa = ModelSpec(n_decoder_layers=80, d_model=8192, n_heads=64, n_kv_heads=8, vocab_size=32000, context=4096)
-    assert kv_cache_bytes(gqa, 1, 1, "bf16") == 327_680
-    t5 = ModelSpec(
-        family="encoder-decoder",
-        n_encoder_layers=3,
-        n_decoder_layers=2,
-        d_model=64,
-        n_heads=4,
-        context=512,
-        positions="relative",
-    )
-    assert kv_cache_bytes(t5, 2, 10, "bf16", source_len=100) == 2 * 2 * 4 * 16 * 2 * (10 + 100) * 2
-    assert kv_cache_bytes(t5, 1, 10) == 2 * 2 * 4 * 16 * 2 * 20
-    bert = ModelSpec(family="encoder", n_encoder_layers=2, n_decoder_layers=0, d_model=64, n_heads=4)
-    assert kv_cache_bytes(bert, 8, 512) == 0
-
-
-def test_weight_bytes_llama_by_hand():
-    """Llama-2-7B, by hand from the shapes: 6,738,149,376 weights in matrices, 266,240 norm
-    scales (2 per layer + final, 4096 each). Rows: per layer q,k,v,o 4*4096 + gate,up
-    2*11008 + down 4096 = 42,496, times 32, + 2*32000 (embedding, head) = 1,423,872.
-    int4 g128 groups: per layer 4*4096*32 + 2*11008*32 + 4096*86 = 1,581,056, times 32,
-    + 2*32000*32 = 52,641,792 groups of 4 bytes."""
-    spec, matrices, norms = llama2_7b(), 6_738_149_376, 266_240
-    assert weight_bytes(spec, "fp32") == 4 * 6_738_415_616
-    assert weight_bytes(spec, "bf16") == weight_bytes(spec, "fp16") == 2 * 6_738_415_616
-    assert weight_bytes(spec, "int8") == matrices + 2 * 1_423_872 + 2 * norms == 6_741_529_600
-    assert weight_bytes(spec, "int4") == matrices // 2 + 4 * 52_641_792 + 2 * norms == 3_580_174_336
-    # 16-bit embeddings: the two (32000, 4096) tables at 2 bytes instead of 1 + their row scales.
-    kept = weight_bytes(spec, "int8", keep_embeddings_16bit=True) - weight_bytes(spec, "int8")
-    assert kept == 2 * (32000 * 4096 - 2 * 32000)
-
-
-def test_weight_bytes_ratios():
-    """int8 <= 26% and int4 with groups of 32 <= 16% of fp32 for the Llama-2-7B shape."""
-    spec = llama2_7b()
-    fp32 = weight_bytes(spec, "fp32")
-    assert weight_bytes(spec, "int8") <= 0.26 * fp32
-    assert weight_bytes(spec, "int4", group_size=32) <= 0.16 * fp32
-    assert weight_bytes(spec, "int4", group_size=32) > weight_bytes(spec, "int4", group_size=128)
-
-
-def test_weight_bytes_int4_partial_groups_by_hand():
-    """One GPT layer, d=8, 2 heads, ff 12, vocab 10, context 4, LayerNorm, biases, tied,
-    int4 with groups of 5 (partial last groups). Matrices (out, in): 4 x (8, 8) -> 32 data
-    + 8*2 groups*4 = 96 bytes each; (12, 8) -> 48 + 12*2*4 = 144; (8, 12) -> 48 + 8*3*4 = 144;
-    embedding (10, 8) -> 40 + 10*2*4 = 120: 792. 16-bit: biases 32 + 20, norms 3*16,
-    positions 4*8: 132 params, 264 bytes. Total 1056 bytes; 660 params."""
-    spec = ModelSpec(n_decoder_layers=1, d_model=8, n_heads=2, d_ff=12, vocab_size=10, context=4)
-    assert param_counts(spec).total == 660
-    assert weight_bytes(spec, "int4", group_size=5) == 1056
-
-
-def test_weight_bytes_xl_relative_by_hand():
-    """Two Transformer-XL layers (Dai et al. 2019), d=64, 4 heads, ff 256, vocab 100, tied, no
-    bias, RMSNorm. Quantized rows per layer: q,k,v,o,W_kR 5*64 + MLP 256 + 64 = 640; two
-    layers + embedding 100 = 1380 rows. 16-bit: norms 64*5 + u,v 2*64*2 = 576 params.
-    Params 113,472, so 112,896 in matrices: int8 = 112,896 + 2*1380 + 2*576 = 116,808."""
-    spec = ModelSpec(
-        n_decoder_layers=2, d_model=64, n_heads=4, vocab_size=100, positions="xl-relative", bias=False, norm="rmsnorm"
-    )
-    assert param_counts(spec).total == 113_472
-    assert weight_bytes(spec, "int8") == 116_808
-
-
-def test_weight_bytes_for_params():
-    """Bare counts: int4 g128 = 0.5 + 4/128 bytes/param; int8 1 byte (channel scales neglected)."""
-    assert weight_bytes_for_params(7e9, "int4") == pytest.approx(7e9 * 0.53125)
-    assert weight_bytes_for_params(7e9, "int4", group_size=32) == pytest.approx(7e9 * 0.625)
-    assert weight_bytes_for_params(7e9, "int8") == 7e9
-    assert weight_bytes_for_params(7e9, "bf16") == 14e9
-
-
 # ---- training a spec ---------------------------------------------------------------------
 
 
 def test_training_memory_model_states_and_margin():
     """DDP holds 16 bytes/param (ZeRO Sec. 3.1); the margin is 10% of the rest + 1 GiB."""
-    spec = llama2_7b()
+    spec = LLAMA2_7B
     p = 6_738_415_616
     got = training_memory(spec, seq_len=1024, recompute="selective")
     assert (got.weights, got.gradients, got.master_weights, got.optimizer_states) == (2 * p, 2 * p, 4 * p, 8 * p)
@@ -257,7 +138,7 @@ def test_training_memory_model_states_and_margin():
 def test_zero3_sharding_and_gathered_buffer():
     """zero3 over 8 GPUs: ceil(16P / 8) model states; gathered buffer = 2 Llama layers in bf16:
     2 bytes * 2 * (4*4096^2 + 3*4096*11008 + 2*4096) = 2 * 2 * 202,383,360 = 809,533,440."""
-    spec = llama2_7b()
+    spec = LLAMA2_7B
     got = training_memory(spec, seq_len=1024, strategy="zero3", n_gpus=8)
     assert got.model_states == 16 * 6_738_415_616 // 8
     assert got.gathered_params == 809_533_440
@@ -266,7 +147,7 @@ def test_zero3_sharding_and_gathered_buffer():
 
 
 def test_compare_strategies_and_offload():
-    spec = llama2_7b()
+    spec = LLAMA2_7B
     rows = compare_strategies(spec, n_gpus=8, seq_len=2048, recompute="selective")
     assert [r.strategy for r in rows] == ["ddp", "zero1", "zero2", "zero3"]
     assert [r.reduction_limit for r in rows] == [1.0, 4.0, 8.0, None]
@@ -280,7 +161,7 @@ def test_compare_strategies_and_offload():
 
 def test_least_sharding_and_gpus_needed():
     """The first strategy that fits; zero3 + offload last; None when nothing fits."""
-    spec = llama2_7b()
+    spec = LLAMA2_7B
     kw = {"n_gpus": 8, "seq_len": 2048, "recompute": "selective"}
     rows = {r.strategy: r.total for r in compare_strategies(spec, **kw)}
     assert least_sharding(spec, rows["ddp"], **kw) == "ddp"
@@ -355,10 +236,6 @@ def test_bare_counts_are_linear_in_params(p, k, strategy, n, precision, optimize
     b = model_state_bytes_per_gpu(k * p, strategy, n, precision, optimizer, offload)
     for name in ("weights", "gradients", "optimizer_states", "master_weights", "total", "cpu_offload"):
         assert getattr(b, name) == pytest.approx(k * getattr(a, name), rel=1e-9, abs=1e-6)
-    for precision_name in PRECISION_BYTES:
-        assert weight_bytes_for_params(k * p, precision_name) == pytest.approx(
-            k * weight_bytes_for_params(p, precision_name)
-        )
 
 
 @settings(max_examples=40, deadline=None)
@@ -371,9 +248,6 @@ def test_unknown_names_list_the_choices(name):
     if name not in ("single", "ddp", "zero1", "zero2", "zero3"):
         with pytest.raises(UserError, match="choose one of single, ddp, zero1, zero2, zero3"):
             training_memory(spec, strategy=name)
-    if name not in PRECISION_BYTES:
-        with pytest.raises(UserError, match="choose one of fp32"):
-            weight_bytes(spec, name)
 
 
 @pytest.mark.parametrize(
@@ -392,12 +266,6 @@ def test_unknown_names_list_the_choices(name):
         lambda s: training_memory(s, margin_fraction=float("nan")),
         lambda s: training_memory(s, margin_fraction=-0.1),
         lambda s: training_memory(s, margin_fraction=2.0),
-        lambda s: kv_cache_bytes(s, 1, 257),
-        lambda s: kv_cache_bytes(s, 0, 16),
-        lambda s: kv_cache_bytes(s, 1, 16, "fp8"),
-        lambda s: weight_bytes(s, "int4", group_size=0),
-        lambda s: weight_bytes_for_params(float("inf"), "fp32"),
-        lambda s: weight_bytes_for_params(-1, "fp32"),
         lambda s: model_state_bytes_per_gpu(0, "ddp", 1),
         lambda s: model_state_bytes_per_gpu(1e9, "zero4", 8),
         lambda s: model_state_bytes_per_gpu(1e9, "zero3", 0),
