@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -27,6 +28,17 @@ COMMANDS = [
     ["advise", "--task", "summarization", "--budget", "1e21"],
 ]
 TARGET_S = 0.5
+
+
+def machine() -> str:
+    """CPU model, core count and Python version, for BENCHMARKS.md."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -47,7 +59,7 @@ def main() -> None:
         for name, t in times.items()
     }
     print(json.dumps({
-        "machine": f"{platform.machine()} {platform.processor() or ''} {platform.python_version()}".strip(),
+        "machine": machine(),
         "repeats": args.repeats,
         "target_s": TARGET_S,
         "results": results,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lmforge.errors import UserError, check_fraction, check_positive
+from lmforge.plan.cost import hourly_price
 from lmforge.plan.hardware import Cluster, get_gpu, parse_cluster
 from lmforge.plan.laws import LAWS, MAX_FLOPS, get_law, loss_of
 from lmforge.plan.units import parse_count
@@ -162,13 +163,13 @@ def resolve_budget(
         )
     elif dollars is not None:
         gpu = cluster.gpu if cluster else get_gpu(DEFAULT_GPU)
-        price = price_per_hour if price_per_hour is not None else gpu.example_price_per_hour
+        price, is_example, price_note = hourly_price(gpu, price_per_hour)
         gpu_hours = dollars / price
         compute = _check_flops(gpu_hours * 3600.0 * gpu.bf16_flops * mfu, "dollars")
         source = "dollars"
         gpu_name = gpu.name
-        if price_per_hour is None:
-            notes.append(f"${price:.2f}/GPU-hour is an EXAMPLE price for {gpu.name}; pass your own price")
+        if is_example:
+            notes.append(price_note)
         notes.append(f"{gpu_hours:,.0f} GPU-hours of {gpu.name} at MFU {mfu:g}")
         if cluster is not None:
             budget_days = gpu_hours / cluster.count / 24.0
