@@ -104,12 +104,19 @@ def _memory_verdict(report) -> list[str]:
 def plan(result) -> None:
     b, c = result.budget, result.rows[0].cost
     cluster = f"{result.cluster.count}x {result.cluster.gpu.name}"
+    same_compute = len({round(row.cost.flops, -10) for row in result.rows}) == 1
+    assumed = " (assumed; pass --gpus)" if result.cluster_assumed else ""
+    where = f"on {cluster}{assumed} at MFU {result.mfu:.0%}"
     lines = [f"[bold]budget[/bold]: {format_flops(b.flops)} (from {b.source})"]
     lines += [f"note: {n}" for n in b.notes]
-    lines.append(f"on {cluster}" + (" (assumed; pass --gpus)" if result.cluster_assumed else "")
-                 + f" at MFU {result.mfu:.0%}: {format_duration(c.wall_seconds)}, {c.gpu_hours:,.0f} GPU-hours, "
-                 f"{format_dollars(c.dollars)} (the same for every law: C = 6ND is fixed)")
+    if same_compute:
+        lines.append(f"{where}: {format_duration(c.wall_seconds)}, {_hours(c.gpu_hours)} GPU-hours, "
+                     f"{format_dollars(c.dollars)} (the same for every law: C = 6ND is fixed)")
+    else:
+        lines.append(f"time and cost {where}, per law (each law picks its own D for this N)")
     print_lines(*lines)
+    fixed = b.fixed != "none"
+    show_optimal = fixed and same_compute
     rows = []
     for row in result.rows:
         a = row.allocation
@@ -120,16 +127,28 @@ def plan(result) -> None:
             memory = f"no fit: zero3 needs {row.zero3_gpus_needed:,}"
         else:
             memory = "no fit"
-        rows.append([a.law, format_count(a.n_params), format_count(a.n_tokens), f"{a.tokens_per_param:.1f}", loss,
-                     f"{row.shape.n_decoder_layers} x {row.shape.d_model}", memory])
+        cells = [a.law, format_count(a.n_params), format_count(a.n_tokens), f"{a.tokens_per_param:.1f}", loss]
+        if show_optimal:
+            cells += [format_count(a.optimal_n_params), format_count(a.optimal_n_tokens)]
+        if not same_compute:
+            cells += [format_flops(row.cost.flops), format_duration(row.cost.wall_seconds),
+                      format_dollars(row.cost.dollars)]
+        rows.append(cells + [f"{row.shape.n_decoder_layers} x {row.shape.d_model}", memory])
+    columns = ["law", "params N", "tokens D", "tokens/param", "loss nats/tok"]
+    if show_optimal:
+        columns += ["optimal N", "optimal D"]
+    if not same_compute:
+        columns += ["compute", "time", "cost"]
     print_table(
-        "Compute-optimal allocation by scaling law",
-        ["law", "params N", "tokens D", "tokens/param", "loss nats/tok", "layers x d_model", "per GPU, least sharding"],
+        "Compute-optimal allocation by scaling law" if not fixed else "Your allocation under each scaling law",
+        columns + ["layers x d_model", "per GPU, least sharding"],
         rows,
         caption="loss: Chinchilla-family laws on MassiveText (20x and approach1 borrow chinchilla's L(N,D)); "
         "* Kaplan on WebText2: not comparable.\nchinchilla uses the rounded constants of Eq. 10, which favour "
         "smaller models than the paper's own Table 3 (Besiroglu et al. 2024).\n"
-        "per GPU: Llama-style shape, 1 x 2,048-token micro-batch, bf16 mixed precision, AdamW, selective recompute.\n"
+        + ("optimal N, D: each law's compute-optimal split of the same compute.\n" if show_optimal
+           else "")
+        + "per GPU: Llama-style shape, 1 x 2,048-token micro-batch, bf16 mixed precision, AdamW, selective recompute.\n"
         + price_note(c.price_is_example, c.price_per_hour, c.gpu),
     )
 
