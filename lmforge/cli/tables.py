@@ -121,7 +121,9 @@ def plan(result) -> None:
     for row in result.rows:
         a = row.allocation
         loss = "" if a.predicted_loss is None else f"{a.predicted_loss:.3f}" + ("*" if a.loss_law == "kaplan" else "")
-        if row.strategy is not None:
+        if row.shape is None:
+            memory = "no shape: " + row.shape_note.split(";")[0]
+        elif row.strategy is not None:
             memory = f"{format_bytes(row.memory.total, 'GiB')} {row.strategy}"
         elif row.zero3_gpus_needed is not None:
             memory = f"no fit: zero3 needs {row.zero3_gpus_needed:,}"
@@ -133,7 +135,8 @@ def plan(result) -> None:
         if not same_compute:
             cells += [format_flops(row.cost.flops), format_duration(row.cost.wall_seconds),
                       format_dollars(row.cost.dollars)]
-        rows.append(cells + [f"{row.shape.n_decoder_layers} x {row.shape.d_model}", memory])
+        shape = "" if row.shape is None else f"{row.shape.n_decoder_layers} x {row.shape.d_model}"
+        rows.append(cells + [shape, memory])
     columns = ["law", "params N", "tokens D", "tokens/param", "loss nats/tok"]
     if show_optimal:
         columns += ["optimal N", "optimal D"]

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, replace
 from lmforge.errors import UserError, check_fraction, check_positive, check_whole, unknown_name
 from lmforge.plan.flops import training_flops
 from lmforge.plan.hardware import GPU, Cluster, parse_cluster
+from lmforge.plan.laws import MAX_FLOPS
 from lmforge.plan.specs import GATED_MLPS, ModelSpec, param_counts
 
-MAX_FLOPS = 1e35
 MAX_PARAMS = 1e15
 MAX_TOKENS = 1e16  # training tokens
 MAX_PRICE = 1e4  # USD per GPU-hour

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 from lmforge.errors import UserError, check_positive, unknown_name
 
-MAX_FLOPS = 1e35  # above this a compute budget is absurd (all of humanity's compute is far below)
+MAX_FLOPS = 1e29  # above this a compute budget is absurd (~2,500x the largest published runs, ~4e25)
 PF_DAY = 1e15 * 86400  # 1 petaflop/s-day = 8.64e19 FLOP (Kaplan et al. 2020, Sec. 1.3)
 
 MASSIVETEXT = "MassiveText, Chinchilla SentencePiece tokenizer (nats/token)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmforge.errors import UserError
 from lmforge.plan.allocate import Allocation, Budget, allocate
 from lmforge.plan.cost import ComputeCost, pretraining_cost
 from lmforge.plan.hardware import Cluster, get_gpu
@@ -26,17 +27,20 @@ class PlanRow:
     """One law's plan: the allocation, a shape for it, time, cost and memory."""
 
     allocation: Allocation
-    shape: ModelSpec
+    shape: ModelSpec | None  # None when no shape is possible (see ``shape_note``)
     cost: ComputeCost
     strategy: str | None  # least sharding that fits on the cluster; None: none fits
     memory: TrainingMemory | None  # per GPU under ``strategy``
     zero3_gpus_needed: int | None  # when nothing fits: fewest such GPUs for zero3
+    shape_note: str | None = None  # why there is no shape (and so no memory figure)
 
     def to_dict(self) -> dict:
         return {
             **self.allocation.to_dict(),
-            "shape": {"n_layers": self.shape.n_decoder_layers, "d_model": self.shape.d_model,
-                      "n_heads": self.shape.n_heads, "d_ff": self.shape.ffn, "context": self.shape.context},
+            "shape": None if self.shape is None else {
+                "n_layers": self.shape.n_decoder_layers, "d_model": self.shape.d_model,
+                "n_heads": self.shape.n_heads, "d_ff": self.shape.ffn, "context": self.shape.context},
+            "shape_note": self.shape_note,
             "cost": self.cost.to_dict(),
             "strategy": self.strategy,
             "memory_per_gpu_bytes": None if self.memory is None else self.memory.total,
@@ -64,8 +68,11 @@ class Plan:
 
 
 def _row(allocation: Allocation, cluster: Cluster, mfu: float, price: float | None) -> PlanRow:
-    shape = shape_for_params(allocation.n_params)
     cost = pretraining_cost(allocation.flops, cluster, mfu, price)
+    try:
+        shape = shape_for_params(allocation.n_params)
+    except UserError as exc:  # e.g. fewer parameters than a 32k-token vocabulary needs
+        return PlanRow(allocation, None, cost, None, None, None, shape_note=str(exc))
     capacity = cluster.gpu.memory_bytes
     strategy = least_sharding(shape, capacity, n_gpus=cluster.count, **PLAN_TRAINING)
     memory = needed = None

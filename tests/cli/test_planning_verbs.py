@@ -188,3 +188,14 @@ def test_debug_shows_traceback():
 def test_console_script_and_module_agree():
     via_module = subprocess.run([sys.executable, "-m", "lmforge", "--version"], capture_output=True, text=True)
     assert via_module.returncode == 0 and via_module.stdout.startswith("lmforge ")
+
+
+def test_plan_tiny_and_huge_budgets_still_answer(capsys):
+    """A budget too small for a 32k-vocabulary shape still gets N and D, without a shape;
+    at the largest accepted budget, Kaplan's N_opt is beyond any shape but the plan answers."""
+    for flops in ("1e12", "1e29"):
+        data = run_json(capsys, "plan", "--flops", flops)
+        assert all(row["n_params"] > 0 for row in data["laws"])
+        assert any(row["shape"] is None and row["shape_note"] for row in data["laws"])
+    code, out, _ = run(capsys, "plan", "--flops", "1e12")
+    assert code == 0 and "no shape: parameter count too small for this vocabulary" in out

@@ -208,18 +208,18 @@ def test_to_dict_is_json(name):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    low=st.floats(min_value=15.0, max_value=30.0),
-    high=st.floats(min_value=15.0, max_value=30.0),
+    low=st.floats(min_value=15.0, max_value=29.0),
+    high=st.floats(min_value=15.0, max_value=29.0),
 )
 def test_n_opt_never_falls_as_compute_grows(low, high):
-    """Every law: C1 <= C2 implies N_opt(C1) <= N_opt(C2), over 1e15..1e30 FLOP."""
+    """Every law: C1 <= C2 implies N_opt(C1) <= N_opt(C2), over 1e15..1e29 FLOP (MAX_FLOPS)."""
     c1, c2 = sorted((10.0**low, 10.0**high))
     for law in LAWS.values():
         assert law.compute_optimal(c1)[0] <= law.compute_optimal(c2)[0]
 
 
 @settings(max_examples=60, deadline=None)
-@given(exponent=st.floats(min_value=15.0, max_value=30.0))
+@given(exponent=st.floats(min_value=15.0, max_value=29.0))
 def test_six_n_d_equals_compute(exponent):
     """Every law spends exactly C: 6 N_opt D_opt == C (rel 1e-9), C = 6ND (Kaplan et al. 2020, Sec. 2.1)."""
     c = 10.0**exponent
@@ -230,7 +230,7 @@ def test_six_n_d_equals_compute(exponent):
 
 
 @settings(max_examples=40, deadline=None)
-@given(exponent=st.floats(min_value=15.0, max_value=30.0))
+@given(exponent=st.floats(min_value=15.0, max_value=29.0))
 def test_chinchilla_d_opt_matches_eq4_form(exponent):
     """Hoffmann et al. 2022, Eq. 4: D_opt = G^-1 (C/6)^b, computed here from the constants, not the code."""
     c = 10.0**exponent
