@@ -16,15 +16,21 @@ from lmforge.cli.signature import OneLineErrorParser, add_verb, call
 from lmforge.errors import UserError
 
 
-def _verbs() -> dict[str, Callable]:
-    """Verb name -> function. Verb modules import nothing heavy at module level."""
-    from lmforge.cli import planning
+def _verbs() -> dict[str, Callable | dict[str, Callable]]:
+    """Verb name -> function (or sub-verb -> function). Verb modules import nothing heavy
+    at module level: torch is imported inside the verbs that need it."""
+    from lmforge.cli import planning, pretraining
 
     return {
         "plan": planning.plan,
         "memory": planning.memory,
         "cost": planning.cost,
         "advise": planning.advise,
+        "tokenizer": {"train": pretraining.tokenizer_train},
+        "prepare": pretraining.prepare,
+        "train": pretraining.train,
+        "eval": pretraining.evaluate,
+        "quickstart": pretraining.quickstart,
     }
 
 
@@ -36,8 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"lmforge {__version__}")
     subparsers = parser.add_subparsers(title="verbs", metavar="VERB", parser_class=OneLineErrorParser)
-    for name, function in _verbs().items():
-        add_verb(subparsers, name, function)
+    for name, entry in _verbs().items():
+        if isinstance(entry, dict):  # a verb with sub-verbs: lmforge tokenizer train
+            group = subparsers.add_parser(name, help=f"{name} commands: {', '.join(entry)}")
+            inner = group.add_subparsers(title=f"{name} verbs", metavar="VERB", parser_class=OneLineErrorParser)
+            for sub_name, function in entry.items():
+                add_verb(inner, sub_name, function)
+        else:
+            add_verb(subparsers, name, entry)
     return parser
 
 
@@ -60,11 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = _attach_negative_numbers([a for a in argv if a != "--debug"])
     parser = build_parser()
     try:
-        namespace = parser.parse_args(argv)
+        namespace, extra = parser.parse_known_args(argv)
         if not hasattr(namespace, "_function"):
             parser.print_help()
             return 2
-        call(namespace._function, namespace)
+        if extra and not namespace._passthrough:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        call(namespace._function, namespace, extra)
     except UserError as exc:
         if debug:
             raise

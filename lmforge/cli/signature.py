@@ -14,6 +14,8 @@ Rules:
 - ``bool`` is a flag (``--json``; ``--no-x`` when the default is True);
 - ``Literal[...]`` gives choices; ``list[str]`` takes one or more values;
 - ``X | None`` is X, defaulting to None;
+- a verb marked ``@passthrough("overrides")`` gets every undeclared argument in that
+  parameter (dotted config overrides);
 - the docstring's first paragraph is the description, its ``Args:`` section the help
   of each flag, and any ``Examples:`` section is printed after the flags.
 """
@@ -78,7 +80,7 @@ def _argument_kwargs(annotation: object, default: object, help_text: str) -> dic
         kwargs["choices"] = list(typing.get_args(annotation))
     elif origin is list:
         (item,) = typing.get_args(annotation) or (str,)
-        kwargs.update(nargs="+", type=_typed(item))
+        kwargs.update(nargs="+", action="extend", type=_typed(item))
     elif annotation in (int, float, str):
         kwargs["type"] = _typed(annotation)
         kwargs["metavar"] = annotation.__name__.upper()
@@ -107,13 +109,16 @@ def add_verb(subparsers: argparse._SubParsersAction, name: str, function: Callab
     description, helps, epilog = parse_docstring(function.__doc__)
     parser = subparsers.add_parser(
         name,
-        help=description.splitlines()[0] if description else None,
+        help=description.split("\n\n")[0].replace("\n", " ") if description else None,
         description=description,
         epilog=epilog or None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     hints = typing.get_type_hints(function)
+    passthrough = getattr(function, "passthrough", None)
     for param in inspect.signature(function).parameters.values():
+        if param.name == passthrough:
+            continue
         kwargs = _argument_kwargs(hints.get(param.name, str), param.default, helps.get(param.name, ""))
         required = param.default is inspect.Parameter.empty
         positional = param.kind is inspect.Parameter.POSITIONAL_ONLY or (
@@ -129,13 +134,28 @@ def add_verb(subparsers: argparse._SubParsersAction, name: str, function: Callab
         else:
             flag = "--" + param.name.replace("_", "-")
             parser.add_argument(flag, dest=param.name, required=required, **kwargs)
-    parser.set_defaults(_function=function)
+    parser.set_defaults(_function=function, _passthrough=passthrough)
     return parser
 
 
-def call(function: Callable, namespace: argparse.Namespace) -> object:
-    """Call ``function`` with the parsed flags that belong to it."""
+def passthrough(name: str) -> Callable[[Callable], Callable]:
+    """Mark a verb whose parameter ``name`` (a ``list[str]``) receives every argument the
+    signature does not declare, e.g. dotted config overrides ``--train.lr 3e-4``."""
+
+    def mark(function: Callable) -> Callable:
+        function.passthrough = name
+        return function
+
+    return mark
+
+
+def call(function: Callable, namespace: argparse.Namespace, extra: list[str] | None = None) -> object:
+    """Call ``function`` with the parsed flags that belong to it (and ``extra`` for a
+    passthrough parameter)."""
     params = inspect.signature(function).parameters.values()
+    name = getattr(function, "passthrough", None)
+    if name is not None:
+        setattr(namespace, name, list(extra or []))
     positional = [getattr(namespace, p.name) for p in params if p.kind is inspect.Parameter.POSITIONAL_ONLY]
     keywords = {p.name: getattr(namespace, p.name) for p in params if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
     return function(*positional, **keywords)

@@ -1,0 +1,53 @@
+"""Tables and lines for the pretraining verbs (presentation only)."""
+
+from __future__ import annotations
+
+import math
+
+from lmforge.cli.output import print_lines, print_table
+from lmforge.plan.units import format_bytes, format_count, format_duration
+
+
+def log(message: str) -> None:
+    """A progress or warning line from the loop."""
+    print_lines(message.replace("[", r"\["))
+
+
+def tokenizer(result: dict) -> None:
+    print_table("Tokenizer", ["file", "vocabulary", "bytes per token", "sha256"],
+                [[result["path"], f"{result['vocab_size']:,}", f"{result['bytes_per_token']:.3f}",
+                  result["sha256"][:16]]], right_align_from=1)
+
+
+def manifest(manifest, out: str) -> None:
+    data = manifest.to_dict()
+    rows = []
+    for source in data["sources"]:
+        rows.append([source["name"], source["location"], f"{source['documents']:,}",
+                     f"{source['train_tokens']:,}", f"{source['val_tokens']:,}"])
+    print_table(f"Token shards in {out} ({data['dtype']})", ["source", "location", "documents", "train tokens",
+                                                              "validation tokens"], rows, right_align_from=2)
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def evaluation(results: dict, run_dir: str) -> None:
+    rows = [[name, f"{r.tokens:,}", _fmt(r.loss), _fmt(r.perplexity, 2), _fmt(r.bits_per_byte)]
+            for name, r in results.items()]
+    print_table(f"Evaluation of {run_dir}", ["source", "tokens", "loss (nats/token)", "perplexity", "bits per byte"],
+                rows)
+
+
+def train_result(result) -> None:
+    evaluation(result.validation, str(result.run_dir))
+    print_lines(
+        f"{result.steps:,} steps, {format_count(result.tokens)} tokens, final training loss "
+        f"{_fmt(result.final_loss)}; {result.tokens_per_second:,.0f} tokens/s, MFU {result.mfu:.1%}; "
+        f"stopped by {result.stopped_by}",
+        f"run directory: {result.run_dir} (report.json has predicted vs measured)",
+    )
+
+
+__all__ = ["log", "tokenizer", "manifest", "evaluation", "train_result", "format_bytes", "format_duration"]

@@ -1,0 +1,108 @@
+"""A simple temperature / top-k sampler for the quickstart (no KV cache).
+
+Each step runs the model on the last ``spec.context`` ids, takes the last position's
+logits, divides them by the temperature (Ackley et al. 1985; Hinton et al. 2015,
+Sec. 2), keeps the ``top_k`` largest (Fan et al. 2018, Sec. 5.4) and draws from the
+softmax with a seeded ``torch.Generator``. Temperature 0 is greedy (argmax). The full
+generation engine (logits processors, KV cache, stop strings) comes in a later issue.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lmforge.errors import UserError, check_whole
+
+
+def _check_args(
+    model: nn.Module,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    eos_id: int | None,
+) -> int:
+    """Validate the arguments; return the model's vocabulary size."""
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise UserError(
+            "sample needs a model built by lmforge (with .spec)",
+            type(model).__name__,
+            "build it with lmforge.models.build_model",
+        )
+    vocab = spec.vocab_size
+    if not isinstance(prompt_ids, (list, tuple)) or not prompt_ids:
+        raise UserError("the prompt is empty", prompt_ids, "pass at least one token id (e.g. the tokenizer's bos id)")
+    bad = [t for t in prompt_ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab]
+    if bad:
+        raise UserError(
+            "prompt token id outside the model's vocabulary",
+            bad[0],
+            f"ids must lie in [0, {vocab}); is the tokenizer the one the model was trained with?",
+        )
+    check_whole("max_new_tokens", max_new_tokens, allow_zero=True)
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature < 0
+    ):
+        raise UserError("temperature must be a finite number >= 0", temperature, "pass e.g. 0.8, or 0 for greedy")
+    if top_k is not None:
+        check_whole("top_k", top_k)
+    if eos_id is not None and (isinstance(eos_id, bool) or not isinstance(eos_id, int)):
+        raise UserError("eos_id must be a token id", eos_id, "pass the tokenizer's eos id or None")
+    return vocab
+
+
+def sample(
+    model: nn.Module,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.8,
+    top_k: int | None = 50,
+    seed: int = 0,
+    eos_id: int | None = None,
+) -> list[int]:
+    """Continue ``prompt_ids`` by up to ``max_new_tokens`` ids; return the new ids only.
+
+    ``temperature`` 0 is greedy; ``top_k`` None keeps the whole vocabulary; ``seed``
+    seeds a private ``torch.Generator`` (the global RNG is untouched), so equal
+    arguments give equal output on the same device. Stops early after ``eos_id``, which
+    is not included in the result. The model runs in eval mode under
+    ``torch.inference_mode()`` and is put back in its previous mode afterwards.
+    """
+    vocab = _check_args(model, prompt_ids, max_new_tokens, temperature, top_k, eos_id)
+    context = model.spec.context
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    ids = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, T)
+    new: list[int] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for _ in range(max_new_tokens):
+                logits = model(ids[:, -context:])[:, -1, :].float()  # (1, V)
+                if temperature == 0:
+                    next_id = logits.argmax(dim=-1, keepdim=True)  # (1, 1)
+                else:
+                    logits = logits / temperature
+                    if top_k is not None and top_k < vocab:
+                        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (1, 1)
+                        logits = logits.masked_fill(logits < kth, float("-inf"))
+                    probs = torch.softmax(logits, dim=-1)  # (1, V)
+                    next_id = torch.multinomial(probs, 1, generator=generator)  # (1, 1)
+                token = int(next_id.item())
+                if eos_id is not None and token == eos_id:
+                    break
+                new.append(token)
+                ids = torch.cat((ids, next_id), dim=1)
+    finally:
+        model.train(was_training)
+    return new

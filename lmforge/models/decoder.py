@@ -1,0 +1,121 @@
+"""`DecoderLM`: a causal (decoder-only) transformer language model built from a ModelSpec.
+
+Covers GPT-2 (Radford et al. 2019: learned positions, LayerNorm, GELU, biases, tied
+embeddings), Llama (Touvron et al. 2023a, Sec. 2.2: rotary, RMSNorm, SwiGLU, no biases,
+untied head; grouped-query attention as in Llama 2, Touvron et al. 2023b, Sec. 2.2), OPT
+(learned positions with ``position_offset`` extra rows, ReLU), GPT-NeoX / Pythia (rotary
+with LayerNorm and biases) and any mix of these that ``ModelSpec`` allows, plus BLOOM's
+embedding norm (BigScience 2022, Sec. 3.2.3).
+
+The model holds exactly ``param_counts(spec).total`` parameters and knows nothing about
+distribution, precision policy, data or checkpoints.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from lmforge.errors import UserError
+from lmforge.models.layers import DecoderBlock, init_weights, make_norm, rotary_cos_sin
+from lmforge.plan.specs import ModelSpec
+
+IGNORE_INDEX = -100  # targets equal to this add nothing to the loss
+
+
+class DecoderLM(nn.Module):
+    """Causal language model: embeddings -> pre-norm blocks -> final norm -> vocab logits.
+
+    Attributes: ``spec``; ``blocks`` (nn.ModuleList of `DecoderBlock`, the unit to wrap
+    for FSDP / activation checkpointing); ``gradient_checkpointing`` (bool, default False:
+    when True and gradients are enabled, each block is recomputed in backward through
+    ``torch.utils.checkpoint`` with ``use_reentrant=False``).
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        d = spec.d_model
+        self.tok_emb = nn.Embedding(spec.vocab_size, d)
+        self.pos_emb = nn.Embedding(spec.context + spec.position_offset, d) if spec.positions == "learned" else None
+        self.emb_norm = make_norm(spec) if spec.embedding_norm else nn.Identity()
+        self.blocks = nn.ModuleList(DecoderBlock(spec) for _ in range(spec.n_decoder_layers))
+        self.final_norm = make_norm(spec) if spec.final_norm else nn.Identity()
+        self.lm_head = nn.Linear(d, spec.vocab_size, bias=False)
+        self.gradient_checkpointing = False
+        self.init_weights()
+
+    # ---- set-up ------------------------------------------------------------------------
+    def tie_weights(self) -> None:
+        """Make the output head share the token embedding Parameter (when the spec ties).
+
+        Call again after ``to_empty`` (which makes separate tensors of shared ones)."""
+        if self.spec.tied_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+
+    def init_weights(self) -> None:
+        """GPT-2 initialisation (see `lmforge.models.layers.init_weights`); re-ties the head.
+
+        Usable after ``model.to_empty(device=...)`` on a model built on the meta device."""
+        self.tie_weights()
+        init_weights(self, self.spec.n_decoder_layers)
+        self.tie_weights()
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters, each shared tensor counted once (== ``param_counts(spec).total``).
+
+        ``non_embedding``: leave out the token embedding, position table and an untied
+        head, as Kaplan et al. (2020, Sec. 2.1) and ``param_counts(spec).non_embedding`` do.
+        """
+        total = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            total -= self.tok_emb.weight.numel()
+            if self.pos_emb is not None:
+                total -= self.pos_emb.weight.numel()
+            if self.lm_head.weight is not self.tok_emb.weight:
+                total -= self.lm_head.weight.numel()
+        return total
+
+    # ---- forward ------------------------------------------------------------------------
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, reduction: str = "mean"
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, T, V) for token ids ``idx`` (B, T); with ``targets`` (B, T) also the
+        cross-entropy in fp32 (``ignore_index=-100``): ``reduction="mean"`` a scalar
+        (mean over counted targets), ``"sum"`` a scalar, ``"none"`` per token (B, T) in nats
+        (0 where ignored). Raises UserError when T exceeds ``spec.context``.
+        """
+        if idx.dim() != 2:
+            raise UserError("token ids must be a (batch, time) tensor", tuple(idx.shape), "pass idx of shape (B, T)")
+        B, T = idx.shape
+        if T > self.spec.context:
+            raise UserError(
+                "sequence is longer than the model's context",
+                T,
+                f"feed at most {self.spec.context} tokens (crop or split the sequence, or build with a longer context)",
+            )
+        x = self.tok_emb(idx)  # (B, T, C)
+        pos = torch.arange(T, device=idx.device)  # (T,)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(pos + self.spec.position_offset)  # (B, T, C)
+        x = self.emb_norm(x)
+        rope = None
+        if self.spec.positions == "rotary":
+            rope = rotary_cos_sin(pos, self.spec.d_head, dtype=self.tok_emb.weight.dtype)  # 2 x (T, k)
+        for block in self.blocks:
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = checkpoint(block, x, rope, use_reentrant=False)
+            else:
+                x = block(x, rope)
+        x = self.final_norm(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        if targets is None:
+            return logits
+        loss = F.cross_entropy(
+            logits.float().view(B * T, -1), targets.reshape(B * T), ignore_index=IGNORE_INDEX, reduction=reduction
+        )
+        if reduction == "none":
+            loss = loss.view(B, T)
+        return logits, loss

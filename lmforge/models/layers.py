@@ -1,0 +1,217 @@
+"""Transformer building blocks for decoders: norms, rotary positions, attention, MLPs.
+
+Each block is built from a `ModelSpec` and holds exactly the weights
+`lmforge.plan.specs` counts for it (``attention_params``, ``mlp_params``,
+``norm_params``). The blocks know nothing about distribution, precision policy, data or
+checkpoints.
+
+Sources:
+- pre-norm residual layer: Radford et al. 2019 (GPT-2), Sec. 2.3; Xiong et al. 2020;
+- LayerNorm: Ba et al. 2016; RMSNorm: Zhang & Sennrich 2019, Eq. 4 (Llama, Touvron et
+  al. 2023a, Sec. 2.2);
+- rotary positions: Su et al. 2021 (RoFormer), Sec. 3.4.2, Eq. 34, in the "rotate half"
+  layout of GPT-NeoX and Hugging Face Llama;
+- grouped-query attention: Ainslie et al. 2023 (GQA), Sec. 2;
+- GELU (tanh approximation as in GPT-2): Hendrycks & Gimpel 2016, Sec. 2;
+  SwiGLU / GEGLU: Shazeer 2020, Eq. 6.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.plan.specs import GATED_MLPS, ModelSpec
+
+NORM_EPS = 1e-5  # GPT-2 LayerNorm and Llama-2 RMSNorm both use 1e-5
+ROTARY_BASE = 10_000.0  # Su et al. 2021, Eq. 15: theta_i = 10000^(-2(i-1)/d)
+
+
+def _torch_at_least(major: int, minor: int) -> bool:
+    """True when the running torch is ``major.minor`` or newer ("2.5.0a0+git" counts as 2.5)."""
+    parts = torch.__version__.split("+")[0].split(".")
+    try:
+        return (int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)) >= (major, minor)
+    except (IndexError, ValueError):
+        return False
+
+
+# ``enable_gqa`` in scaled_dot_product_attention arrived in torch 2.5; older torch expands
+# the kv heads instead. Module-level so tests can force either path.
+SDPA_HAS_GQA: bool = _torch_at_least(2, 5)
+
+
+# ---- norms ---------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm (Zhang & Sennrich 2019, Eq. 4): x / rms(x) * g, scale only, no shift.
+
+    Computed in fp32 and cast back, as the Llama reference does.
+    """
+
+    def __init__(self, dim: int, eps: float = NORM_EPS):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., C) -> (..., C)
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (x32 * self.weight.float()).to(x.dtype)
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+def make_norm(spec: ModelSpec) -> nn.Module:
+    """LayerNorm with scale and shift (2d params) or RMSNorm with scale only (d params)."""
+    if spec.norm == "rmsnorm":
+        return RMSNorm(spec.d_model)
+    return nn.LayerNorm(spec.d_model, eps=NORM_EPS)
+
+
+# ---- rotary positions ---------------------------------------------------------------------
+
+
+def rotary_cos_sin(
+    positions: torch.Tensor, head_dim: int, *, base: float = ROTARY_BASE, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles m * theta_i (Su et al. 2021, Eq. 34), (T, head_dim).
+
+    ``positions``: (T,) integer positions m. Angles are computed in fp32 (fp64 when
+    ``dtype`` is fp64), then cast to ``dtype``. Nothing is cached in buffers, so a model
+    built on the meta device needs no re-initialisation of rotary state.
+    """
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=work) / head_dim))
+    angles = positions.to(work)[:, None] * inv_freq[None, :]  # (T, head_dim/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (T, head_dim): "rotate half" layout
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x_i, x_{i+k/2}) of ``x`` (..., T, k) by the angles in cos/sin (T, k)."""
+    return x * cos + _rotate_half(x) * sin
+
+
+# ---- attention ----------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    """Causal multi-head / grouped-query self-attention through ``scaled_dot_product_attention``.
+
+    One fused projection produces q (h heads), k and v (g kv heads each); query head i
+    reads kv head ``i // (h / g)`` (Ainslie et al. 2023, Sec. 2). Rows of ``qkv.weight``:
+    [q: h*k | k: g*k | v: g*k]. Parameters: d*h*k + 2*d*g*k + h*k*d (+ h*k + 2*g*k + d
+    with biases), as ``lmforge.plan.specs.attention_params`` counts.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = spec.n_heads, spec.kv_heads, spec.d_head
+        self.rotary = spec.positions == "rotary"
+        q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        self.qkv = nn.Linear(spec.d_model, q_dim + 2 * kv_dim, bias=spec.bias)
+        self.proj = nn.Linear(q_dim, spec.d_model, bias=spec.bias)  # residual projection
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        B, T, _ = x.shape  # (B, T, C)
+        h, g, k = self.n_heads, self.n_kv_heads, self.head_dim
+        q, kk, v = self.qkv(x).split((h * k, g * k, g * k), dim=-1)
+        q = q.view(B, T, h, k).transpose(1, 2)  # (B, h, T, k)
+        kk = kk.view(B, T, g, k).transpose(1, 2)  # (B, g, T, k)
+        v = v.view(B, T, g, k).transpose(1, 2)  # (B, g, T, k)
+        if self.rotary:
+            cos, sin = (t.to(q.dtype) for t in rope)
+            q, kk = apply_rotary(q, cos, sin), apply_rotary(kk, cos, sin)
+        if g == h:
+            y = F.scaled_dot_product_attention(q, kk, v, is_causal=True)
+        elif SDPA_HAS_GQA:
+            y = F.scaled_dot_product_attention(q, kk, v, is_causal=True, enable_gqa=True)
+        else:  # torch < 2.5: expand the kv heads to h
+            kk = kk.repeat_interleave(h // g, dim=1)  # (B, h, T, k)
+            v = v.repeat_interleave(h // g, dim=1)
+            y = F.scaled_dot_product_attention(q, kk, v, is_causal=True)
+        y = y.transpose(1, 2).reshape(B, T, h * k)  # (B, T, h*k)
+        return self.proj(y)  # (B, T, C)
+
+
+# ---- MLPs ----------------------------------------------------------------------------------
+
+
+def _gelu(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")  # GPT-2's gelu (Hendrycks & Gimpel 2016, Sec. 2)
+
+
+_ACTIVATIONS = {"gelu": _gelu, "relu": F.relu, "swiglu": F.silu, "geglu": _gelu}
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: ``proj(act(fc(x)))``, or gated ``proj(act(a) * b)``
+    with ``[a | b] = fc(x)`` for SwiGLU / GEGLU (Shazeer 2020, Eq. 6).
+
+    Gated MLPs fuse the gate and up projections in one ``fc`` of width 2f (rows
+    [gate: f | up: f]). Parameters as ``lmforge.plan.specs.mlp_params`` counts.
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.gated = spec.mlp in GATED_MLPS
+        self.act = _ACTIVATIONS[spec.mlp]
+        width = 2 * spec.ffn if self.gated else spec.ffn
+        self.fc = nn.Linear(spec.d_model, width, bias=spec.bias)
+        self.proj = nn.Linear(spec.ffn, spec.d_model, bias=spec.bias)  # residual projection
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, C) -> (B, T, C)
+        hidden = self.fc(x)  # (B, T, f) or (B, T, 2f)
+        if self.gated:
+            gate, up = hidden.chunk(2, dim=-1)
+            hidden = self.act(gate) * up  # (B, T, f)
+        else:
+            hidden = self.act(hidden)
+        return self.proj(hidden)
+
+
+# ---- the layer ------------------------------------------------------------------------------
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm decoder layer (GPT-2, Radford et al. 2019, Sec. 2.3; Llama):
+    x + attn(norm1(x)), then + mlp(norm2(x))."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.norm1 = make_norm(spec)
+        self.attn = CausalSelfAttention(spec)
+        self.norm2 = make_norm(spec)
+        self.mlp = MLP(spec)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), rope)  # (B, T, C)
+        return x + self.mlp(self.norm2(x))
+
+
+def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
+    """GPT-2 initialisation (Radford et al. 2019, Sec. 2.3; nanoGPT): every linear and
+    embedding weight ~ N(0, std); the residual projections (attention out, MLP down)
+    scaled by 1/sqrt(2 n_layers); biases 0; norm scales 1 (LayerNorm shifts 0)."""
+    residual_std = std / math.sqrt(2 * n_layers)
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.Linear):
+            is_residual = name.endswith("attn.proj") or name.endswith("mlp.proj")
+            nn.init.normal_(sub.weight, mean=0.0, std=residual_std if is_residual else std)
+            if sub.bias is not None:
+                nn.init.zeros_(sub.bias)
+        elif isinstance(sub, nn.Embedding):
+            nn.init.normal_(sub.weight, mean=0.0, std=std)
+        elif isinstance(sub, (nn.LayerNorm, RMSNorm)):
+            sub.reset_parameters()

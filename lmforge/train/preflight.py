@@ -1,0 +1,116 @@
+"""Predictions made before a run (``plan.json``) and the report after (``report.json``).
+
+Before step 1 the planner predicts the parameter count, the FLOPs per token (PaLM's
+6N + 12 L H Q T, Chowdhery et al. 2022, App. B), the tokens and steps the run will take,
+its total compute, and the training memory of model states and activations
+(``lmforge.plan.memory.training_memory``). After the run, ``report.json`` puts what was
+measured beside each prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from lmforge.errors import UserError
+from lmforge.plan.flops import palm_flops_per_token
+from lmforge.plan.laws import get_law
+from lmforge.plan.memory import training_memory
+from lmforge.plan.specs import ModelSpec, param_counts
+from lmforge.plan.units import parse_count
+from lmforge.train.config import RunConfig
+
+
+@dataclass(frozen=True)
+class Prediction:
+    params: int
+    flops_per_token: float
+    tokens: int
+    total_steps: int
+    total_flops: float
+    tokens_rule: str  # how the token count was chosen
+    memory_bytes: int  # planner: model states + activations + margin, one device
+    memory_model_states_bytes: int
+    memory_activations_bytes: int
+    spec: dict
+
+    def write(self, path: Path) -> None:
+        _write_json(path, asdict(self))
+
+
+def target_tokens(config: RunConfig, n_params: int) -> tuple[int | None, str]:
+    """Tokens to train on: train.max_tokens (a count, or 'auto' = compute-optimal)."""
+    text = config.train.max_tokens
+    if text is None:
+        return None, "train.max_steps"
+    if str(text).lower() == "auto":
+        law = get_law("20x")
+        tokens = law.compute_for_params(n_params) / (6 * n_params)
+        return int(tokens), "auto: 20 tokens per parameter (Hoffmann et al. 2022), from lmforge plan"
+    return int(parse_count(text, "train.max_tokens", upper=1e16)), "train.max_tokens"
+
+
+def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.device, sequences: int) -> Prediction:
+    """Everything the planner says about this run before it starts."""
+    t = config.train
+    planned = param_counts(spec).total
+    if planned != n_params:  # the model and the planner must agree to the parameter
+        raise AssertionError(f"built model has {n_params} parameters, the planner {planned}")
+    tokens, rule = target_tokens(config, n_params)
+    if tokens is None and t.max_steps is None:
+        raise UserError(
+            "the run has no length", "train.max_steps and train.max_tokens are unset",
+            "set --train.max_steps N or --train.max_tokens 10M (or auto); max_time only stops early",
+        )
+    steps = t.max_steps if tokens is None else max(1, math.ceil(tokens / t.batch_tokens))
+    if t.max_steps is not None:
+        steps = min(steps, t.max_steps)
+    flops_per_token = palm_flops_per_token(spec, config.data.seq_len)
+    memory = training_memory(
+        spec, micro_batch=t.micro_batch, seq_len=config.data.seq_len,
+        precision="fp32" if t.precision == "fp32" else t.precision, optimizer="adamw",
+        recompute="full" if t.activation_checkpointing else "selective", strategy="single", n_gpus=1,
+        margin_fixed_bytes=2**30 if device.type == "cuda" else 0,
+    )
+    return Prediction(
+        params=n_params,
+        flops_per_token=flops_per_token,
+        tokens=steps * t.batch_tokens,
+        total_steps=steps,
+        total_flops=flops_per_token * steps * t.batch_tokens,
+        tokens_rule=rule,
+        memory_bytes=memory.total,
+        memory_model_states_bytes=memory.model_states,
+        memory_activations_bytes=memory.activations,
+        spec=spec.to_dict(),
+    )
+
+
+def write_report(path: Path, prediction: Prediction, measured: dict) -> None:
+    """report.json: each prediction with its measurement."""
+    report = {
+        "predicted": asdict(prediction),
+        "measured": measured,
+        "compare": {
+            "tokens": {"predicted": prediction.tokens, "measured": measured["tokens"]},
+            "memory_bytes": {
+                "predicted": prediction.memory_bytes,
+                "measured": measured["peak_memory_bytes"],
+                "note": "on a CPU the measurement is the process's peak resident memory (Python, torch, data "
+                "included); on a GPU torch.cuda.max_memory_allocated",
+            },
+            "flops": {"predicted": prediction.total_flops,
+                      "measured": prediction.flops_per_token * measured["tokens"]},
+        },
+    }
+    _write_json(path, report)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=float), encoding="utf-8")
+    tmp.replace(path)
