@@ -85,6 +85,7 @@ class TrainConfig:
     max_steps: int | None = None
     max_tokens: str | None = None  # a count like 20M, or "auto": 20 tokens per parameter
     max_time: float | None = None  # seconds of training
+    stop_at_step: int | None = None  # pause here (checkpoint, schedule unchanged); resume later
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     compile: bool = False
     activation_checkpointing: bool = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from lmforge.train.peak import peak_flops
 from lmforge.train.plots import plot_loss
 from lmforge.train.preflight import Prediction, predict, write_report
 from lmforge.train.schedule import learning_rate
+from lmforge.train.signals import StopRequests
 
 
 @dataclass
@@ -123,6 +125,18 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
         raise UserError("fp16 training needs a GPU (loss scaling)", "train.precision=fp16", "use bf16 on the CPU")
     sequences, accumulation = _accumulation(config)
     run_dir = _prepare_run_dir(config, resume)
+    try:
+        return _train(config, run_dir, sequences, accumulation, resume=resume, init_from=init_from, quiet=quiet,
+                      log=log)
+    except BaseException:
+        if not resume and latest_checkpoint(run_dir) is None:  # nothing worth keeping: leave nothing behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train(config: RunConfig, run_dir: Path, sequences: int, accumulation: int, *, resume: bool,
+           init_from: Path | None, quiet: bool, log) -> TrainResult:
+    t = config.train
     torch.manual_seed(t.seed)
     device = pick_device(t.device)
     data = setup_data(config.data, run_dir, seed=t.seed, log=log)
@@ -153,10 +167,17 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
     started = time.perf_counter()
     stopped_by, loss_value, rate, mfu = "steps", math.nan, 0.0, 0.0
     model.train()
-    with Progress(total_steps, quiet=quiet, start_step=step) as progress:
+    with Progress(total_steps, quiet=quiet, start_step=step) as progress, StopRequests() as stop:
         while step < total_steps:
             if t.max_time is not None and time.perf_counter() - started >= t.max_time:
                 stopped_by = "time"
+                break
+            if t.stop_at_step is not None and step >= t.stop_at_step:
+                stopped_by = "stop_at_step"
+                break
+            if stop.requested:
+                stopped_by = f"signal {stop.requested}"
+                log(f"stopping at step {step} on {stop.requested}: saving a checkpoint (resume with --resume)")
                 break
             tick = time.perf_counter()
             lr = learning_rate(step, lr=t.lr, total_steps=total_steps, warmup_steps=t.warmup_steps,
