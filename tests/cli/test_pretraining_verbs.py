@@ -1,0 +1,118 @@
+"""The pretraining verbs from the command line: a real tiny run, and every bad input as a
+one-line error with exit code 2 that leaves nothing half-written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lmforge.cli.main import main
+
+TINY = ["--train.max_steps", "2", "--data.vocab_size", "360", "--data.seq_len", "32", "--train.batch_tokens", "256",
+        "--train.micro_batch", "8", "--train.eval_every", "100", "--train.eval_tokens", "2048", "--quiet"]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    text = "\n\n".join(f"Document {i}: the quick brown fox jumps over the lazy dog {i} times." for i in range(300))
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def run(capsys, *argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_tokenizer_prepare_train_eval(tmp_path, corpus, capsys):
+    tok = tmp_path / "tok.json"
+    code, out, err = run(capsys, "tokenizer", "train", "--data", corpus, "--vocab-size", 400, "--out", tok, "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["vocab_size"] == 400 and info["bytes_per_token"] > 1
+    code, out, err = run(capsys, "prepare", "--data", f"web={corpus}", "--tokenizer", tok, "--out", tmp_path / "d",
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["sources"][0]["name"] == "web"
+    code, out, err = run(capsys, "train", "--data", f"web={corpus}", "--name", "r", "--out-dir", tmp_path, *TINY)
+    assert code == 0, err
+    assert "bits per byte" in out
+    code, out, err = run(capsys, "eval", tmp_path / "r", "--json")
+    assert code == 0, err
+    assert json.loads(out)["web"]["tokens"] > 0
+    code, out, err = run(capsys, "eval", tmp_path / "r", "--data", f"held={corpus}", "--max-tokens", 500, "--json")
+    assert code == 0, err
+    assert json.loads(out)["held"]["tokens"] == 500
+
+
+def test_mixture_sources_and_tokens_auto(tmp_path, corpus, capsys):
+    other = tmp_path / "other.txt"
+    other.write_text("\n\n".join(f"Another text, number {i}, about cats and hats." for i in range(300)))
+    code, _, err = run(capsys, "train", "--data", f"a={corpus}:0.7", f"b={other}:0.3", "--name", "mix",
+                       "--out-dir", tmp_path, *TINY)
+    assert code == 0, err
+    report = json.loads((tmp_path / "mix" / "report.json").read_text())
+    assert set(report["measured"]["validation"]) == {"a", "b", "all"}
+
+
+def _bad_binary(tmp_path):
+    path = tmp_path / "blob.bin"
+    path.write_bytes(bytes(range(256)) * 400)
+    return path
+
+
+BAD = [
+    (lambda p, c: ["train", "--data", p / "missing.txt"], "no such file or folder"),
+    (lambda p, c: ["train", "--data", (p / "empty.txt", (p / "empty.txt").write_text(""))[0]], "no text"),
+    (lambda p, c: ["train", "--data", _bad_binary(p)], "no text"),
+    (lambda p, c: ["train", "--data", c, "--data.vocab_size", "100"], "vocab size too small"),
+    (lambda p, c: ["train", "--data", c, "--data.seq_len", "512", "--train.batch_tokens", "4096"],
+     "longer than the model's context"),
+    (lambda p, c: ["train", "--data", c, "--model.vocab_size", "1000"], "vocabulary sizes differ"),
+    (lambda p, c: ["train", "--data", f"a={c}:-0.5"], "weight"),
+    (lambda p, c: ["train", "--data", f"a={c}:0", f"b={c}:0"], "weight"),
+    (lambda p, c: ["train", "--data", c, "--train.lrr", "1"], "did you mean train.lr"),
+    (lambda p, c: ["train", "--data", c, "--model.preset", "gpt5"], "unknown model preset"),
+    (lambda p, c: ["train", "--data", c, "--train.lr", "fast"], "must be a number"),
+    (lambda p, c: ["train", "--resume", p / "nothing"], "config file not found"),
+    (lambda p, c: ["eval", p / "nothing"], "run directory not found"),
+    (lambda p, c: ["tokenizer", "train", "--data", c, "--vocab-size", "100"], "vocab size too small"),
+    (lambda p, c: ["prepare", "--data", c, "--tokenizer", p / "nope.json"], "no tokenizer file"),
+]
+
+
+@pytest.mark.parametrize("make_argv, needle", BAD, ids=[needle for _, needle in BAD])
+def test_bad_input_one_line_exit_2_nothing_left(tmp_path, corpus, capsys, make_argv, needle):
+    before = set(tmp_path.iterdir())
+    argv = make_argv(tmp_path, corpus)
+    if argv[0] == "train" and "--resume" not in argv:
+        argv = [argv[0], "--name", "bad", "--out-dir", tmp_path, *TINY, *argv[1:]]  # the case's values win
+    code, _, err = run(capsys, *argv)
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "bad").exists()
+    assert {p for p in tmp_path.iterdir() if p not in before and p.suffix not in (".txt", ".bin")} == set()
+
+
+def test_corrupt_shard_is_refused(tmp_path, corpus, capsys):
+    code, _, err = run(capsys, "train", "--data", f"web={corpus}", "--name", "r", "--out-dir", tmp_path, *TINY)
+    assert code == 0, err
+    shard = next((tmp_path / "r" / "data").glob("web.val.*.bin"))
+    shard.write_bytes(shard.read_bytes()[:-2])
+    code, _, err = run(capsys, "eval", tmp_path / "r")
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+
+
+def test_invalid_utf8_is_replaced_and_counted_not_a_crash(tmp_path, capsys):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("\n\n".join(f"caf\xe9 number {i} is open" for i in range(300)).encode("latin-1"))
+    code, _, err = run(capsys, "train", "--data", f"cafe={path}", "--name", "r", "--out-dir", tmp_path, *TINY)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "r" / "data" / "manifest.json").read_text())
+    assert manifest["sources"][0]["read_stats"]["replaced_chars"] == 300
