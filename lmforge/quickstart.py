@@ -82,8 +82,8 @@ def run_quickstart(out_dir: Path, name: str, *, minutes: float = 2.0, quiet: boo
         f"({tokens:,} tokens) in {config.run_dir}")
     result = train(config, quiet=quiet, log=log)
     val = result.validation["all"]
-    log(f"validation: {val.loss:.3f} nats/token, perplexity {val.perplexity:.1f}, {val.bits_per_byte:.3f} bits per byte "
-        f"({val.tokens:,} held-out tokens)")
+    log(f"validation: {val.loss:.3f} nats/token, perplexity {val.perplexity:.1f}, "
+        f"{val.bits_per_byte:.3f} bits per byte ({val.tokens:,} held-out tokens)")
     run = load_run(result.run_dir)
     prompt = run.tokenizer.encode(PROMPT)
     new = sample(run.model, prompt, 60, temperature=0.8, top_k=40, seed=0, eos_id=run.tokenizer.eos_id)
