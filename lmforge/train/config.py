@@ -97,6 +97,7 @@ class TrainConfig:
     keep_last: int = 3
     log_every: int = 10
     peak_tflops: float | None = None  # for MFU; None: the GPU catalog's, or measured on CPU
+    expected_mfu: float = 0.4  # for plan.json's predicted tokens/s and time (report.json compares)
 
 
 @dataclass

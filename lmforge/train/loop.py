@@ -146,7 +146,8 @@ def _train(config: RunConfig, run_dir: Path, sequences: int, accumulation: int, 
         load_checkpoint(Path(init_from), model, restore_rng=False)
     optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), eps=t.eps)
     n_params = sum(p.numel() for p in model.parameters())
-    prediction = predict(config, spec, n_params, device, sequences)
+    peak, peak_source = peak_flops(device, t.precision, t.peak_tflops)
+    prediction = predict(config, spec, n_params, device, peak)
     if not resume:
         prediction.write(run_dir / "plan.json")
     total_steps = prediction.total_steps
@@ -161,7 +162,6 @@ def _train(config: RunConfig, run_dir: Path, sequences: int, accumulation: int, 
     scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
     if scaler is not None and resume and state.get("grad_scaler"):
         scaler.load_state_dict(state["grad_scaler"])
-    peak, peak_source = peak_flops(device, t.precision, t.peak_tflops)
     flops_per_token = prediction.flops_per_token
     metrics = MetricsLogger(run_dir, resume_step=step if resume else None)
     started = time.perf_counter()

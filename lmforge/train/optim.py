@@ -26,8 +26,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 def build_optimizer(
     model: torch.nn.Module, *, lr: float, weight_decay: float, betas: tuple[float, float], eps: float
 ) -> torch.optim.AdamW:
-    """AdamW over ``param_groups``; the fused kernel on CUDA, the for-each one elsewhere."""
-    on_cuda = next(model.parameters()).is_cuda
-    return torch.optim.AdamW(
-        param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=True if on_cuda else None
-    )
+    """AdamW over ``param_groups`` with the fused kernel (one pass over all parameters, on
+    CPU and CUDA in torch >= 2.4), or the for-each one where fused is not available."""
+    groups = param_groups(model, weight_decay)
+    try:
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
+    except (RuntimeError, TypeError):  # an older torch or a device without the fused kernel
+        return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)

@@ -36,6 +36,11 @@ class Prediction:
     memory_bytes: int  # planner: model states + activations + margin, one device
     memory_model_states_bytes: int
     memory_activations_bytes: int
+    peak_flops: float  # the device's, for MFU
+    expected_mfu: float
+    tokens_per_second: float  # peak x expected MFU / FLOPs per token
+    seconds: float  # tokens / tokens_per_second
+    loss: float | None  # none yet: a law fitted to this data is needed (Chinchilla's is for MassiveText)
     spec: dict
 
     def write(self, path: Path) -> None:
@@ -54,7 +59,7 @@ def target_tokens(config: RunConfig, n_params: int) -> tuple[int | None, str]:
     return int(parse_count(text, "train.max_tokens", upper=1e16)), "train.max_tokens"
 
 
-def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.device, sequences: int) -> Prediction:
+def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.device, peak: float) -> Prediction:
     """Everything the planner says about this run before it starts."""
     t = config.train
     planned = param_counts(spec).total
@@ -76,6 +81,7 @@ def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.dev
         recompute="full" if t.activation_checkpointing else "selective", strategy="single", n_gpus=1,
         margin_fixed_bytes=2**30 if device.type == "cuda" else 0,
     )
+    rate = peak * t.expected_mfu / flops_per_token
     return Prediction(
         params=n_params,
         flops_per_token=flops_per_token,
@@ -86,6 +92,11 @@ def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.dev
         memory_bytes=memory.total,
         memory_model_states_bytes=memory.model_states,
         memory_activations_bytes=memory.activations,
+        peak_flops=peak,
+        expected_mfu=t.expected_mfu,
+        tokens_per_second=rate,
+        seconds=steps * t.batch_tokens / rate,
+        loss=None,
         spec=spec.to_dict(),
     )
 
@@ -97,6 +108,11 @@ def write_report(path: Path, prediction: Prediction, measured: dict) -> None:
         "measured": measured,
         "compare": {
             "tokens": {"predicted": prediction.tokens, "measured": measured["tokens"]},
+            "tokens_per_second": {"predicted": prediction.tokens_per_second,
+                                  "measured": measured["tokens_per_second"],
+                                  "note": f"predicted at train.expected_mfu={prediction.expected_mfu:g}"},
+            "mfu": {"predicted": prediction.expected_mfu, "measured": measured["mfu"]},
+            "seconds": {"predicted": prediction.seconds, "measured": measured["wall_seconds"]},
             "memory_bytes": {
                 "predicted": prediction.memory_bytes,
                 "measured": measured["peak_memory_bytes"],
