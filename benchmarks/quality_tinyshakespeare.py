@@ -18,11 +18,10 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
-
 from lmforge.evaluate.run_eval import evaluate_run
 from lmforge.models.build import build_model
 from lmforge.plan.specs import ModelSpec
+from lmforge.train.calibrate import training_tokens_per_second
 from lmforge.train.config import load_config
 from lmforge.train.loop import train
 
@@ -42,21 +41,9 @@ def split(out: Path) -> tuple[Path, Path]:
 
 
 def tokens_for(minutes: float, vocab: int) -> int:
-    """Time a few steps of the model to size the run (80% of the time for training)."""
+    """Size the run from a few timed steps: 80% of the time for training."""
     spec = ModelSpec(n_decoder_layers=6, d_model=256, n_heads=8, vocab_size=vocab, context=256)
-    model = build_model(spec)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    batch = torch.randint(0, vocab, (MICRO, SEQ + 1))
-    times = []
-    for _ in range(4):
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(batch[:, :-1])
-        torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten()).backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        times.append(time.perf_counter() - start)
-    return int(minutes * 60 * 0.8 * MICRO * SEQ / min(times[1:]))
+    return int(minutes * 60 * 0.8 * training_tokens_per_second(spec, seq_len=SEQ, micro_batch=MICRO))
 
 
 def main() -> None:
@@ -85,7 +72,7 @@ def main() -> None:
     held_out = evaluate_run(result.run_dir, [f"held_out={val_file}?whole=1"], max_tokens=10**7)["held_out"]
     print(json.dumps({
         "corpus": "tinyshakespeare.txt, last 10% held out",
-        "model": "GPT-2 style, 6 layers, d_model 256, 8 heads, context 256, BPE vocab %d" % args.vocab,
+        "model": f"GPT-2 style, 6 layers, d_model 256, 8 heads, context 256, BPE vocab {args.vocab}",
         "params": sum(p.numel() for p in build_model(ModelSpec(n_decoder_layers=6, d_model=256, n_heads=8,
                                                                vocab_size=args.vocab, context=256)).parameters()),
         "train_seconds": round(seconds, 1), "tokens": result.tokens, "steps": result.steps,

@@ -11,11 +11,11 @@ learning-rate schedule is known in advance); the wall-clock limit is a safety st
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from lmforge.plan.presets import get_preset
+from lmforge.train.calibrate import training_tokens_per_second
 from lmforge.train.config import load_config
 from lmforge.train.loop import TrainResult, pick_device, train
 
@@ -35,27 +35,10 @@ def free_run_dir(out_dir: Path, name: str) -> str:
     return candidate
 
 
-def quickstart_tokens(minutes: float, device, steps: int = 4) -> int:
-    """Tokens that fill ``minutes``: a few timed training steps of the quickstart model."""
-    import torch
-
-    from lmforge.models.build import build_model
-    from lmforge.train.optim import build_optimizer
-
-    spec = get_preset(PRESET).spec
-    model = build_model(spec).to(device)
-    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
-    batch = torch.randint(0, spec.vocab_size, (MICRO_BATCH, SEQ_LEN + 1), device=device)
-    elapsed = []
-    for _ in range(steps + 1):  # the first step warms up
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            logits = model(batch[:, :-1])
-        torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten()).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        elapsed.append(time.perf_counter() - start)
-    rate = MICRO_BATCH * SEQ_LEN / min(elapsed[1:])
+def quickstart_tokens(minutes: float, device) -> int:
+    """Tokens that fill ``minutes``, from a few timed training steps of the quickstart model."""
+    rate = training_tokens_per_second(get_preset(PRESET).spec, seq_len=SEQ_LEN, micro_batch=MICRO_BATCH,
+                                      device=device)
     return max(100_000, int(minutes * 60 * rate * SPEED_MARGIN))
 
 

@@ -157,6 +157,7 @@ def _train(config: RunConfig, run_dir: Path, sequences: int, accumulation: int, 
         state = load_checkpoint(run_dir, model, optimizer)
         step, tokens_seen = state["step"], state["tokens"]
         log(f"resumed {run_dir} at step {step:,} ({tokens_seen:,} tokens)")
+    first_step = step
     forward = torch.compile(model) if t.compile else model
     model.gradient_checkpointing = t.activation_checkpointing
     scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
@@ -237,6 +238,7 @@ def _train(config: RunConfig, run_dir: Path, sequences: int, accumulation: int, 
         steps=step, tokens=tokens_seen, final_loss=loss_value, tokens_per_second=_mean_rate(history, rate),
         mfu=_mean_rate(history, rate) * flops_per_token / peak, peak_source=peak_source, peak_flops=peak,
         peak_memory_bytes=_peak_memory(device), wall_seconds=time.perf_counter() - started, stopped_by=stopped_by,
+        first_step=first_step,
         validation={k: v.to_dict() for k, v in validation.items()},
         epochs=data.mixture.epochs(step, sequences),
     )

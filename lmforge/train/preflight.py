@@ -112,7 +112,12 @@ def write_report(path: Path, prediction: Prediction, measured: dict) -> None:
                                   "measured": measured["tokens_per_second"],
                                   "note": f"predicted at train.expected_mfu={prediction.expected_mfu:g}"},
             "mfu": {"predicted": prediction.expected_mfu, "measured": measured["mfu"]},
-            "seconds": {"predicted": prediction.seconds, "measured": measured["wall_seconds"]},
+            "seconds": {
+                "predicted": prediction.seconds * (measured["steps"] - measured["first_step"]) / prediction.total_steps,
+                "measured": measured["wall_seconds"],
+                "note": "steps run by this process (a resumed run counts from its checkpoint); the measured time "
+                "includes evaluations and checkpoints",
+            },
             "memory_bytes": {
                 "predicted": prediction.memory_bytes,
                 "measured": measured["peak_memory_bytes"],

@@ -1,0 +1,25 @@
+"""The README's main job, end to end, on a tiny time budget."""
+
+from __future__ import annotations
+
+from lmforge.plan.presets import get_preset
+from lmforge.quickstart import free_run_dir, run_quickstart
+from lmforge.train.calibrate import training_tokens_per_second
+
+
+def test_quickstart_runs_end_to_end(tmp_path):
+    lines: list[str] = []
+    result = run_quickstart(tmp_path, "qs", minutes=0.05, quiet=True, log=lines.append)
+    assert result.run_dir == tmp_path / "qs" and result.steps > 0
+    assert result.validation["pydocs"].bits_per_byte > 0
+    text = "\n".join(lines)
+    assert "sample (temperature 0.8, top-k 40):\nReturn the" in text
+    assert "validation:" in text and "everything is in" in text
+    for name in ("model.safetensors", "report.json", "plots/loss.png", "tokenizer.json", "data/manifest.json"):
+        assert (result.run_dir / name).exists(), name
+    assert free_run_dir(tmp_path, "qs") == "qs-2"  # a second quickstart does not clobber the first
+
+
+def test_calibration_measures_a_positive_rate():
+    spec = get_preset("tiny-gpt2").spec
+    assert training_tokens_per_second(spec, seq_len=32, micro_batch=2, steps=1) > 0
