@@ -88,6 +88,8 @@ def plan(
     tokens: str | None = None,
     laws: list[str] | None = None,
     compare: bool = False,
+    emit_config: str | None = None,
+    emit_law: str = "20x",
     json: bool = False,
 ) -> None:
     """Compute-optimal model size and tokens for a budget, under each scaling law side by side.
@@ -110,6 +112,8 @@ def plan(
         tokens: fix the training tokens, e.g. 2T
         laws: only these laws (kaplan, chinchilla, chinchilla-unrounded, epoch, 20x, approach1)
         compare: print known models (Chinchilla, LLaMA-65B, GPT-3, OPT, BLOOM, BloombergGPT) against the laws
+        emit_config: write a training config (YAML) for lmforge train with the shape and tokens of --emit-law
+        emit_law: the law whose N and D go into --emit-config
         json: print JSON instead of tables
 
     Examples:
@@ -118,6 +122,7 @@ def plan(
         lmforge plan --dollars 1e6 --gpus H100 --price 2.5
         lmforge plan --params 7B --tokens 2T --gpus 64xH100
         lmforge plan --compare
+        lmforge plan --flops 1e18 --emit-config run.yaml && lmforge train --config run.yaml
     """
     if compare:
         from lmforge.plan.known_runs import compare_known
@@ -132,6 +137,12 @@ def plan(
                             params=params, tokens=tokens)
     result = make_plan(budget, laws)
     print_json(result.to_dict()) if json else tables.plan(result)
+    if emit_config is not None:
+        from lmforge.train.from_plan import emit_training_config
+
+        path = emit_training_config(result, emit_law, emit_config)
+        if not json:
+            tables.print_lines(f"wrote {path}: train it with lmforge train --config {path}")
 
 
 def cost(

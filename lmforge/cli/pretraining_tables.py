@@ -42,6 +42,10 @@ def evaluation(results: dict, run_dir: str) -> None:
 
 def train_result(result) -> None:
     evaluation(result.validation, str(result.run_dir))
+    if len(result.tokens_by_source) > 1:
+        print_lines("tokens seen by source: " + ", ".join(
+            f"{name} {format_count(tokens)} ({result.epochs_by_source[name]:.2f} epochs)"
+            for name, tokens in result.tokens_by_source.items()))
     print_lines(
         f"{result.steps:,} steps, {format_count(result.tokens)} tokens, final training loss "
         f"{_fmt(result.final_loss)}; {result.tokens_per_second:,.0f} tokens/s, MFU {result.mfu:.1%}; "

@@ -94,3 +94,4 @@ def make_plan(budget: Budget, laws: list[str] | None = None) -> Plan:
     cluster = budget.cluster or DEFAULT_CLUSTER
     rows = tuple(_row(a, cluster, budget.mfu, budget.price_per_hour) for a in allocate(budget, laws))
     return Plan(budget, cluster, budget.cluster is None, budget.mfu, budget.price_per_hour, rows)
+

@@ -47,6 +47,8 @@ class TrainResult:
     tokens_per_second: float
     mfu: float
     stopped_by: str
+    tokens_by_source: dict[str, int]
+    epochs_by_source: dict[str, float]
 
 
 def pick_device(name: str) -> torch.device:
@@ -241,10 +243,11 @@ def _train(config: RunConfig, run_dir: Path, sequences: int, accumulation: int, 
         first_step=first_step,
         validation={k: v.to_dict() for k, v in validation.items()},
         epochs=data.mixture.epochs(step, sequences),
+        tokens_by_source=data.mixture.tokens_drawn(step, sequences),
     )
     write_report(run_dir / "report.json", prediction, measured)
     return TrainResult(run_dir, step, tokens_seen, loss_value, validation, measured["tokens_per_second"],
-                       measured["mfu"], stopped_by)
+                       measured["mfu"], stopped_by, measured["tokens_by_source"], measured["epochs"])
 
 
 def _state(step: int, tokens: int, data: RunData, sequences: int, scaler) -> dict:

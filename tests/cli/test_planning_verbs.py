@@ -199,3 +199,22 @@ def test_plan_tiny_and_huge_budgets_still_answer(capsys):
         assert any(row["shape"] is None and row["shape_note"] for row in data["laws"])
     code, out, _ = run(capsys, "plan", "--flops", "1e12")
     assert code == 0 and "no shape: parameter count too small for this vocabulary" in out
+
+
+def test_plan_emits_a_training_config(tmp_path, capsys):
+    """plan --emit-config writes a RunConfig whose model has the law's N (within the shape
+    tolerance) and whose max_tokens is the law's D."""
+    from lmforge.plan.specs import param_counts
+    from lmforge.train.config import load_config
+    from lmforge.train.model_setup import model_spec
+
+    path = tmp_path / "run.yaml"
+    data = run_json(capsys, "plan", "--flops", "1e18", "--laws", "20x", "--emit-config", str(path))
+    row = data["laws"][0]
+    config = load_config(path)
+    spec = model_spec(config.model, config.data.vocab_size, config.data.seq_len)
+    assert param_counts(spec).total == pytest.approx(row["n_params"], rel=0.10)
+    assert int(config.train.max_tokens) == int(row["n_tokens"])
+    missing = str(tmp_path / "x" / "y.yaml")
+    code, _, err = run(capsys, "plan", "--flops", "1e18", "--laws", "20x", "--emit-config", missing)
+    assert code == 2 and "does not exist" in err

@@ -99,3 +99,29 @@ def test_existing_run_directory_is_refused_and_failed_runs_leave_nothing(tmp_pat
         train(config(tmp_path, "too-long", **{"data.seq_len": 512, "train.batch_tokens": 4096}), quiet=True,
               log=quiet_log)
     assert not (tmp_path / "too-long").exists()
+
+
+def test_tokens_auto_is_twenty_per_parameter(tmp_path):
+    """--tokens auto: D = 20 N (Hoffmann et al. 2022), rounded up to whole steps."""
+    from lmforge.plan.presets import get_preset
+    from lmforge.plan.specs import param_counts
+    from lmforge.train.preflight import target_tokens
+
+    cfg = config(tmp_path, "auto", **{"train.max_tokens": "auto"})
+    n = param_counts(get_preset("tiny-gpt2").spec).total
+    tokens, rule = target_tokens(cfg, n)
+    assert tokens == pytest.approx(20 * n, rel=1e-6) and "20 tokens per parameter" in rule
+
+
+def test_mixture_and_activation_checkpointing_in_the_loop(tmp_path):
+    """Two weighted sources: the tokens each contributed follow the weights; checkpointed
+    activations give the same losses as stored ones."""
+    sources = ["a=builtin:markov?seed=1:0.75", "b=builtin:markov?seed=2:0.25"]
+    plain = train(config(tmp_path, "plain", **{"data.sources": sources}), quiet=True, log=quiet_log)
+    share = plain.tokens_by_source["a"] / sum(plain.tokens_by_source.values())
+    assert share == pytest.approx(0.75, abs=0.02)
+    ckpt = train(config(tmp_path, "ckpt", **{"data.sources": sources, "train.activation_checkpointing": True}),
+                 quiet=True, log=quiet_log)
+    a = [r["loss"] for r in read_metrics(plain.run_dir / "metrics.jsonl")]
+    b = [r["loss"] for r in read_metrics(ckpt.run_dir / "metrics.jsonl")]
+    assert a == pytest.approx(b, rel=1e-4)
