@@ -34,10 +34,13 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 
 def evaluation(results: dict, run_dir: str) -> None:
+    accuracy = any(r.accuracy is not None for r in results.values())
     rows = [[name, f"{r.tokens:,}", _fmt(r.loss), _fmt(r.perplexity, 2), _fmt(r.bits_per_byte)]
-            for name, r in results.items()]
-    print_table(f"Evaluation of {run_dir}", ["source", "tokens", "loss (nats/token)", "perplexity", "bits per byte"],
-                rows)
+            + ([_fmt(r.accuracy)] if accuracy else []) for name, r in results.items()]
+    columns = ["source", "tokens", "loss (nats/token)", "perplexity", "bits per byte"]
+    print_table(f"Evaluation of {run_dir}", columns + (["masked-token accuracy"] if accuracy else []), rows,
+                caption=None if all(r.bytes for r in results.values()) else
+                "tokens: predicted target tokens; bits per byte is defined for causal models only")
 
 
 def train_result(result) -> None:

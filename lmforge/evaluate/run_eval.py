@@ -1,4 +1,9 @@
-"""`lmforge eval`: a trained run on its validation shards or on given text, per source."""
+"""`lmforge eval`: a trained run on its validation shards or on given text, per source.
+
+Causal models: loss, perplexity and bits per byte; masked-LM and encoder-decoder models:
+their objective's loss and perplexity (and masked-token accuracy), corrupting the text
+with a fixed seed so that two evaluations agree.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ import torch
 
 from lmforge.data.sources import iter_documents, parse_source
 from lmforge.data.tokenizer import Tokenizer
-from lmforge.evaluate.perplexity import EvalResult, combine, evaluate_stream
+from lmforge.train.objective import EVAL_SEED_OFFSET, Objective, resolve_objective
 from lmforge.train.run_dir import load_run
+from lmforge.train.validation import EvalResult, combine, evaluate_objective, evaluate_stream
 
 DEFAULT_MAX_TOKENS = 1_000_000
 
@@ -44,10 +50,16 @@ def evaluate_run(run_dir: Path, data: list[str] | None = None, *, max_tokens: in
         shards = Path(run.config.data.shards) if run.config.data.shards else run.run_dir / "data"
         store = open_shards(shards, run.tokenizer)
         streams = {name: store.tokens(name, "val") for name in store.sources}
-    results = {
-        name: evaluate_stream(run.model, stream, source=name, seq_len=seq_len, token_bytes=token_bytes,
-                              batch_size=batch_size, max_tokens=limit)
-        for name, stream in streams.items()
-    }
+    objective = Objective(resolve_objective(run.config.objective, run.spec, run.tokenizer), run.config.objective,
+                          run.tokenizer, seq_len)
+    results = {}
+    for name, stream in streams.items():
+        if objective.name == "causal":
+            results[name] = evaluate_stream(run.model, stream, source=name, seq_len=seq_len, token_bytes=token_bytes,
+                                            batch_size=batch_size, max_tokens=limit)
+        else:
+            results[name] = evaluate_objective(run.model, stream, objective, source=name, seq_len=seq_len,
+                                               batch_size=batch_size, max_tokens=limit,
+                                               seed=run.config.train.seed + EVAL_SEED_OFFSET)
     results["all"] = combine("all", list(results.values()))
     return results

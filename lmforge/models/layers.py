@@ -1,4 +1,4 @@
-"""Transformer building blocks for decoders: norms, rotary positions, attention, MLPs.
+"""Transformer building blocks: norms, rotary positions, attention (causal, bidirectional, cross), MLPs, layers.
 
 Each block is built from a `ModelSpec` and holds exactly the weights
 `lmforge.plan.specs` counts for it (``attention_params``, ``mlp_params``,
@@ -7,6 +7,7 @@ checkpoints.
 
 Sources:
 - pre-norm residual layer: Radford et al. 2019 (GPT-2), Sec. 2.3; Xiong et al. 2020;
+  post-norm layer and cross-attention: Vaswani et al. 2017, Sec. 3.1-3.2;
 - LayerNorm: Ba et al. 2016; RMSNorm: Zhang & Sennrich 2019, Eq. 4 (Llama, Touvron et
   al. 2023a, Sec. 2.2);
 - rotary positions: Su et al. 2021 (RoFormer), Sec. 3.4.2, Eq. 34, in the "rotate half"
@@ -145,6 +146,115 @@ class CausalSelfAttention(nn.Module):
         return self.proj(y)  # (B, T, C)
 
 
+def attention_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the attention scores will have for activations ``x``: the autocast dtype
+    when autocast is on for ``x``'s device, else ``x.dtype``."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def additive_mask(
+    key_mask: torch.Tensor | None,
+    q_len: int,
+    *,
+    causal: bool = False,
+    bias: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor | None:
+    """One additive attention mask (B|1, h|1, Tq, Tk) from a key padding mask, causality and a bias.
+
+    ``key_mask``: (B, Tk) bool, True = a real token; ``bias``: (1, h, Tq, Tk) added to the
+    logits (T5 relative positions). Blocked entries hold the most negative finite value of
+    ``dtype`` (as Hugging Face does), so that a row with no visible key gives a uniform
+    average instead of NaN. Returns None when nothing needs masking and there is no bias:
+    the caller then passes ``is_causal=causal`` to SDPA (and keeps the flash kernels).
+    """
+    if key_mask is None and bias is None:
+        return None
+    if key_mask is not None:
+        k_len, device = key_mask.shape[1], key_mask.device
+    else:
+        k_len, device = bias.shape[-1], bias.device
+    allowed = torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)  # (1, 1, Tq, Tk)
+    if causal:
+        allowed = allowed.tril()
+    if key_mask is not None:
+        allowed = allowed & key_mask.bool()[:, None, None, :]  # (B, 1, Tq, Tk)
+    base = torch.zeros((), dtype=dtype, device=device) if bias is None else bias.to(dtype)
+    return torch.where(allowed, base, torch.finfo(dtype).min)
+
+
+def _mask_to(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Cast an additive mask, keeping blocked entries finite in the narrower dtype."""
+    if mask.dtype == dtype:
+        return mask
+    return mask.clamp(min=torch.finfo(dtype).min).to(dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head / grouped-query attention, bidirectional, causal or cross, with an additive mask.
+
+    Self-attention (``cross=False``) fuses q, k, v in ``qkv`` (rows [q: h*k | k: g*k |
+    v: g*k], as `CausalSelfAttention`); cross-attention (Vaswani et al. 2017, Sec. 3.2.3:
+    queries from the decoder, keys and values from the encoder output) has ``q`` and ``kv``
+    (rows [k: g*k | v: g*k]). Both hold exactly ``attention_params(spec)`` weights.
+    ``scale``: the factor on q.k; None = 1/sqrt(head_dim) (Vaswani et al. 2017, Eq. 1);
+    T5 uses 1.0 (the scaling is folded into the initialisation of q, Raffel et al. 2020).
+    """
+
+    def __init__(self, spec: ModelSpec, *, cross: bool = False, scale: float | None = None):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = spec.n_heads, spec.kv_heads, spec.d_head
+        self.cross, self.scale = cross, scale
+        q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+        if cross:
+            self.q = nn.Linear(spec.d_model, q_dim, bias=spec.bias)
+            self.kv = nn.Linear(spec.d_model, 2 * kv_dim, bias=spec.bias)
+        else:
+            self.qkv = nn.Linear(spec.d_model, q_dim + 2 * kv_dim, bias=spec.bias)
+        self.proj = nn.Linear(q_dim, spec.d_model, bias=spec.bias)  # residual projection
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        *,
+        is_causal: bool = False,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``x`` (B, Tq, C); ``memory`` (B, Tk, C) for cross-attention; ``mask`` additive,
+        broadcastable to (B, h, Tq, Tk) (see `additive_mask`); ``is_causal`` only without a
+        mask; ``rope`` (cos, sin) each (T, head_dim) for rotary self-attention."""
+        B, Tq, _ = x.shape
+        h, g, k = self.n_heads, self.n_kv_heads, self.head_dim
+        if self.cross:
+            q = self.q(x)
+            kk, v = self.kv(memory).split((g * k, g * k), dim=-1)
+        else:
+            q, kk, v = self.qkv(x).split((h * k, g * k, g * k), dim=-1)
+        Tk = kk.shape[1]
+        q = q.view(B, Tq, h, k).transpose(1, 2)  # (B, h, Tq, k)
+        kk = kk.view(B, Tk, g, k).transpose(1, 2)  # (B, g, Tk, k)
+        v = v.view(B, Tk, g, k).transpose(1, 2)  # (B, g, Tk, k)
+        if rope is not None:
+            cos, sin = (t.to(q.dtype) for t in rope)
+            q, kk = apply_rotary(q, cos, sin), apply_rotary(kk, cos, sin)
+        if mask is not None:
+            mask = _mask_to(mask, q.dtype)
+            is_causal = False
+        extra = {}
+        if g != h:
+            if SDPA_HAS_GQA:
+                extra["enable_gqa"] = True
+            else:  # torch < 2.5: expand the kv heads to h
+                kk, v = kk.repeat_interleave(h // g, dim=1), v.repeat_interleave(h // g, dim=1)  # (B, h, Tk, k)
+        y = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask, is_causal=is_causal, scale=self.scale, **extra)
+        y = y.transpose(1, 2).reshape(B, Tq, h * k)  # (B, Tq, h*k)
+        return self.proj(y)  # (B, Tq, C)
+
+
 # ---- MLPs ----------------------------------------------------------------------------------
 
 
@@ -200,11 +310,14 @@ class DecoderBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
+def init_weights(module: nn.Module, n_layers: int, std: float = 0.02, *, scale_residual: bool = True) -> None:
     """GPT-2 initialisation (Radford et al. 2019, Sec. 2.3; nanoGPT): every linear and
     embedding weight ~ N(0, std); the residual projections (attention out, MLP down)
-    scaled by 1/sqrt(2 n_layers); biases 0; norm scales 1 (LayerNorm shifts 0)."""
-    residual_std = std / math.sqrt(2 * n_layers)
+    scaled by 1/sqrt(2 n_layers); biases 0; norm scales 1 (LayerNorm shifts 0).
+
+    ``scale_residual=False``: BERT's initialisation (Devlin et al. 2019, reference code;
+    also BART's), everything N(0, std) with no residual scaling (post-LN needs none)."""
+    residual_std = std / math.sqrt(2 * n_layers) if scale_residual else std
     for name, sub in module.named_modules():
         if isinstance(sub, nn.Linear):
             is_residual = name.endswith("attn.proj") or name.endswith("mlp.proj")
@@ -215,3 +328,49 @@ def init_weights(module: nn.Module, n_layers: int, std: float = 0.02) -> None:
             nn.init.normal_(sub.weight, mean=0.0, std=std)
         elif isinstance(sub, (nn.LayerNorm, RMSNorm)):
             sub.reset_parameters()
+
+
+class TransformerLayer(nn.Module):
+    """Encoder layer, or decoder layer of an encoder-decoder (``cross=True``): self-attention,
+    [cross-attention,] MLP, each a residual sub-layer with its own norm.
+
+    ``pre_norm=False`` (post-LN: original Transformer, Vaswani et al. 2017, Sec. 3.1; BERT,
+    Devlin et al. 2019; BART, Lewis et al. 2020): ``x = norm(x + sublayer(x))``.
+    ``pre_norm=True`` (T5, Raffel et al. 2020, Sec. 2.1; Xiong et al. 2020):
+    ``x = x + sublayer(norm(x))``. Norms: ``norm1`` (self-attention), ``norm_cross``,
+    ``norm2`` (MLP); weights as ``layer_params(spec, cross)`` counts.
+    """
+
+    def __init__(self, spec: ModelSpec, *, cross: bool = False, pre_norm: bool = False, scale: float | None = None):
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.norm1 = make_norm(spec)
+        self.attn = Attention(spec, scale=scale)
+        if cross:
+            self.norm_cross = make_norm(spec)
+            self.cross = Attention(spec, cross=True, scale=scale)
+        else:
+            self.norm_cross = self.cross = None
+        self.norm2 = make_norm(spec)
+        self.mlp = MLP(spec)
+
+    def _sublayer(self, x: torch.Tensor, norm: nn.Module, fn) -> torch.Tensor:
+        if self.pre_norm:
+            return x + fn(norm(x))
+        return norm(x + fn(x))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        memory: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        """``x`` (B, T, C); ``mask`` additive self-attention mask (or None with ``is_causal``);
+        ``memory`` (B, S, C) and its additive ``memory_mask`` (B, 1, 1, S) for cross-attention."""
+        x = self._sublayer(x, self.norm1, lambda y: self.attn(y, mask=mask, is_causal=is_causal, rope=rope))
+        if self.cross is not None:
+            x = self._sublayer(x, self.norm_cross, lambda y: self.cross(y, memory, mask=memory_mask))
+        return self._sublayer(x, self.norm2, self.mlp)  # (B, T, C)

@@ -34,7 +34,8 @@ class ModelConfig:
     """
 
     preset: str = "tiny-gpt2"
-    n_layers: int | None = None  # decoder layers
+    n_layers: int | None = None  # decoder layers (an encoder-only model's encoder layers)
+    n_encoder_layers: int | None = None  # an encoder-decoder's encoder layers
     d_model: int | None = None
     n_heads: int | None = None
     n_kv_heads: int | None = None
@@ -43,7 +44,7 @@ class ModelConfig:
     vocab_size: int | None = None
     mlp: Literal["gelu", "relu", "swiglu", "geglu"] | None = None
     norm: Literal["layernorm", "rmsnorm"] | None = None
-    positions: Literal["learned", "rotary"] | None = None
+    positions: Literal["learned", "rotary", "relative"] | None = None
     bias: bool | None = None
     tied_embeddings: bool | None = None
 
@@ -64,6 +65,27 @@ class DataConfig:
     val_fraction: float = 0.05
     seq_len: int = 256
     max_epochs: float = 4.0  # warn when a source repeats more often than this
+
+
+@dataclass
+class ObjectiveConfig:
+    """The pretraining objective and its rates.
+
+    ``name``: causal (decoders), mlm (encoders; Devlin et al. 2019), span (T5 span
+    corruption; Raffel et al. 2020) or infill (BART text infilling; Lewis et al. 2020).
+    None picks the family's: causal, mlm, and span for T5-style (relative positions) or
+    infill for BART-style encoder-decoders.
+    """
+
+    name: Literal["causal", "mlm", "span", "infill"] | None = None
+    mask_rate: float = 0.15  # mlm: share of tokens chosen
+    mask_token_frac: float = 0.8  # mlm: of the chosen, replaced by the mask token
+    random_token_frac: float = 0.1  # mlm: of the chosen, replaced by a random token
+    whole_word: bool = False  # mlm: choose whole words
+    noise_density: float = 0.15  # span
+    mean_span_length: float = 3.0  # span
+    infill_ratio: float = 0.3  # infill: share of tokens masked
+    poisson_lambda: float = 3.0  # infill: mean span length
 
 
 @dataclass
@@ -106,6 +128,7 @@ class RunConfig:
     out_dir: str = "runs"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     @property

@@ -22,19 +22,20 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import UserError
-from lmforge.evaluate.perplexity import EvalResult, combine, evaluate_stream
 from lmforge.models.build import build_model
 from lmforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
 from lmforge.train.config import RunConfig, save_config
 from lmforge.train.data_setup import RunData, setup_data
 from lmforge.train.metrics import MetricsLogger, Progress, read_metrics
 from lmforge.train.model_setup import model_spec
+from lmforge.train.objective import EVAL_SEED_OFFSET, Objective, micro_batch_rng, resolve_objective
 from lmforge.train.optim import build_optimizer
 from lmforge.train.peak import peak_flops
 from lmforge.train.plots import plot_loss
 from lmforge.train.preflight import Prediction, predict, write_report
 from lmforge.train.schedule import learning_rate
 from lmforge.train.signals import StopRequests
+from lmforge.train.validation import EvalResult, combine, evaluate_objective, evaluate_stream
 
 
 @dataclass
@@ -102,19 +103,22 @@ def _prepare_run_dir(config: RunConfig, resume: bool) -> Path:
 
 
 def evaluate_sources(
-    model: torch.nn.Module, data: RunData, config: RunConfig, device: torch.device
+    model: torch.nn.Module, data: RunData, config: RunConfig, device: torch.device, objective: Objective
 ) -> dict[str, EvalResult]:
-    """Validation loss, perplexity and bits per byte of every source, and their total."""
-    token_bytes = torch.tensor(data.tokenizer.token_bytes(), dtype=torch.long)
+    """Validation of every source and their total: loss, perplexity and bits per byte for
+    causal models; the objective's loss (and masked-token accuracy) for the others."""
     dtype = None if config.train.precision == "fp32" else torch.bfloat16
-    results = {
-        spec.name: evaluate_stream(
-            model, data.store.tokens(spec.name, "val"), source=spec.name, seq_len=config.data.seq_len,
-            token_bytes=token_bytes, batch_size=config.train.micro_batch, max_tokens=config.train.eval_tokens,
-            device=device, autocast_dtype=dtype,
-        )
-        for spec in data.sources
-    }
+    common = dict(seq_len=config.data.seq_len, batch_size=config.train.micro_batch,
+                  max_tokens=config.train.eval_tokens, device=device, autocast_dtype=dtype)
+    results = {}
+    for spec in data.sources:
+        stream = data.store.tokens(spec.name, "val")
+        if objective.name == "causal":
+            token_bytes = torch.tensor(data.tokenizer.token_bytes(), dtype=torch.long)
+            results[spec.name] = evaluate_stream(model, stream, source=spec.name, token_bytes=token_bytes, **common)
+        else:
+            results[spec.name] = evaluate_objective(model, stream, objective, source=spec.name,
+                                                    seed=config.train.seed + EVAL_SEED_OFFSET, **common)
     results["all"] = combine("all", list(results.values()))
     return results
 
@@ -143,6 +147,9 @@ def _train(config: RunConfig, run_dir: Path, sequences: int, accumulation: int, 
     device = pick_device(t.device)
     data = setup_data(config.data, run_dir, seed=t.seed, log=log)
     spec = model_spec(config.model, data.tokenizer.vocab_size, config.data.seq_len)
+    objective = Objective(resolve_objective(config.objective, spec, data.tokenizer), config.objective,
+                          data.tokenizer, config.data.seq_len)
+    log(f"model: {spec.name} ({spec.family}), objective {objective.name}")
     model = build_model(spec).to(device)
     if init_from is not None:
         load_checkpoint(Path(init_from), model, restore_rng=False)
@@ -190,12 +197,13 @@ def _train(config: RunConfig, run_dir: Path, sequences: int, accumulation: int, 
             batch, _ = data.mixture.batch(step, sequences)
             batch = torch.from_numpy(batch).to(device)  # (sequences, seq_len + 1)
             loss_sum = torch.zeros((), device=device)
-            for micro in batch.split(t.micro_batch):
-                inputs, targets = micro[:, :-1], micro[:, 1:]
-                with _autocast(device, t.precision):
-                    logits = forward(inputs)  # (micro, T, V)
-                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            correct = targets = 0
+            for micro_index, micro in enumerate(batch.split(t.micro_batch)):
+                rng = micro_batch_rng(t.seed, step, micro_index)
+                loss, count, right = objective.loss(forward, micro, rng, lambda: _autocast(device, t.precision))
                 loss_sum += loss.detach()
+                targets += count
+                correct += right or 0
                 scaled = loss / accumulation
                 (scaler.scale(scaled) if scaler else scaled).backward()
             if scaler:
@@ -219,10 +227,15 @@ def _train(config: RunConfig, run_dir: Path, sequences: int, accumulation: int, 
             record = {"tokens": tokens_seen, "loss": loss_value, "lr": lr, "tokens_per_s": rate, "mfu": mfu}
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)
+            if objective.name == "mlm":
+                record["accuracy"] = correct / max(1, targets)
             if step % t.eval_every == 0 or step == total_steps:
-                for name, result in evaluate_sources(model, data, config, device).items():
+                for name, result in evaluate_sources(model, data, config, device, objective).items():
                     record[f"val_loss/{name}"] = result.loss
-                    record[f"val_bpb/{name}"] = result.bits_per_byte
+                    if objective.name == "causal":
+                        record[f"val_bpb/{name}"] = result.bits_per_byte
+                    if result.accuracy is not None:
+                        record[f"val_accuracy/{name}"] = result.accuracy
             if step % t.log_every == 0 or step == total_steps or "val_loss/all" in record:
                 metrics.log(step, **record)
             if step % t.ckpt_every == 0 and step < total_steps:
@@ -231,12 +244,13 @@ def _train(config: RunConfig, run_dir: Path, sequences: int, accumulation: int, 
     save_checkpoint(run_dir, step, model, optimizer, _state(step, tokens_seen, data, sequences, scaler),
                     keep_last=t.keep_last)
     save_weights(run_dir / "model.safetensors", model)
-    validation = evaluate_sources(model, data, config, device)
+    validation = evaluate_sources(model, data, config, device, objective)
     _warn_epochs(data, step, sequences, config.data.max_epochs, log)
     history = read_metrics(run_dir / "metrics.jsonl")
     if history:
         plot_loss(history, run_dir / "plots" / "loss.png")
     measured = dict(
+        objective=objective.name,
         steps=step, tokens=tokens_seen, final_loss=loss_value, tokens_per_second=_mean_rate(history, rate),
         mfu=_mean_rate(history, rate) * flops_per_token / peak, peak_source=peak_source, peak_flops=peak,
         peak_memory_bytes=_peak_memory(device), wall_seconds=time.perf_counter() - started, stopped_by=stopped_by,

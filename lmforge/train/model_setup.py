@@ -10,8 +10,9 @@ from lmforge.plan.presets import get_preset
 from lmforge.plan.specs import ModelSpec
 from lmforge.train.config import ModelConfig
 
-# ModelConfig field -> ModelSpec field, where the names differ.
+# ModelConfig field -> ModelSpec field, where the names differ (by family).
 _RENAMED = {"n_layers": "n_decoder_layers"}
+_RENAMED_ENCODER = {"n_layers": "n_encoder_layers"}
 
 
 def model_spec(config: ModelConfig, vocab_size: int, seq_len: int) -> ModelSpec:
@@ -20,11 +21,13 @@ def model_spec(config: ModelConfig, vocab_size: int, seq_len: int) -> ModelSpec:
     The vocabulary is the tokenizer's: a ``model.vocab_size`` that differs is refused,
     as is a ``data.seq_len`` longer than the model's context.
     """
+    base = get_preset(config.preset).spec
+    renamed = _RENAMED_ENCODER if base.family == "encoder" else _RENAMED
     changes = {}
     for f in fields(ModelConfig):
         value = getattr(config, f.name)
         if f.name != "preset" and value is not None:
-            changes[_RENAMED.get(f.name, f.name)] = value
+            changes[renamed.get(f.name, f.name)] = value
     if changes.get("vocab_size", vocab_size) != vocab_size:
         raise UserError(
             "tokenizer and model vocabulary sizes differ",
@@ -32,13 +35,6 @@ def model_spec(config: ModelConfig, vocab_size: int, seq_len: int) -> ModelSpec:
             "drop model.vocab_size (it follows the tokenizer) or use a matching tokenizer",
         )
     changes["vocab_size"] = vocab_size
-    base = get_preset(config.preset).spec
-    if base.family != "decoder":
-        raise UserError(
-            "only decoder models train in this version",
-            config.preset,
-            "pick a decoder preset such as tiny-gpt2 or tiny-llama (encoders come next)",
-        )
     spec = base.with_(name=config.preset, **changes)
     if seq_len > spec.context:
         raise UserError(
