@@ -19,7 +19,7 @@ from lmforge.errors import UserError
 def _verbs() -> dict[str, Callable | dict[str, Callable]]:
     """Verb name -> function (or sub-verb -> function). Verb modules import nothing heavy
     at module level: torch is imported inside the verbs that need it."""
-    from lmforge.cli import planning, pretraining
+    from lmforge.cli import inference, planning, pretraining
 
     return {
         "plan": planning.plan,
@@ -30,6 +30,8 @@ def _verbs() -> dict[str, Callable | dict[str, Callable]]:
         "prepare": pretraining.prepare,
         "train": pretraining.train,
         "eval": pretraining.evaluate,
+        "generate": inference.generate,
+        "fill-mask": inference.fill_mask,
         "quickstart": pretraining.quickstart,
     }
 

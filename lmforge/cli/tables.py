@@ -239,7 +239,8 @@ def cost(report) -> None:
 
 def advice(result) -> None:
     rows = [["family", result.family], ["objective", result.objective],
-            ["start from", f"lmforge preset {result.preset}"]]
+            ["start from", f"lmforge preset {result.preset}"],
+            ["try it on a CPU", result.command]]
     if result.n_params is not None:
         rows += [["compute-optimal size", f"{format_count(result.n_params)} parameters on "
                   f"{format_count(result.n_tokens)} tokens ({result.law}, {format_flops(result.budget_flops)})"]]

@@ -1,10 +1,12 @@
-"""A simple temperature / top-k sampler for the quickstart (no KV cache).
+"""A simple temperature / top-k sampler, for decoders and encoder-decoders (no KV cache).
 
 Each step runs the model on the last ``spec.context`` ids, takes the last position's
 logits, divides them by the temperature (Ackley et al. 1985; Hinton et al. 2015,
 Sec. 2), keeps the ``top_k`` largest (Fan et al. 2018, Sec. 5.4) and draws from the
-softmax with a seeded ``torch.Generator``. Temperature 0 is greedy (argmax). The full
-generation engine (logits processors, KV cache, stop strings) comes in a later issue.
+softmax with a seeded ``torch.Generator``. Temperature 0 is greedy (argmax). An
+encoder-decoder encodes its input once and samples the decoder the same way
+(``sample_seq2seq``). The full generation engine (logits processors, KV cache, stop
+strings, beam search) comes in a later issue.
 """
 
 from __future__ import annotations
@@ -89,20 +91,68 @@ def sample(
         with torch.inference_mode():
             for _ in range(max_new_tokens):
                 logits = model(ids[:, -context:])[:, -1, :].float()  # (1, V)
-                if temperature == 0:
-                    next_id = logits.argmax(dim=-1, keepdim=True)  # (1, 1)
-                else:
-                    logits = logits / temperature
-                    if top_k is not None and top_k < vocab:
-                        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (1, 1)
-                        logits = logits.masked_fill(logits < kth, float("-inf"))
-                    probs = torch.softmax(logits, dim=-1)  # (1, V)
-                    next_id = torch.multinomial(probs, 1, generator=generator)  # (1, 1)
+                next_id = _next_token(logits, temperature, top_k, vocab, generator)  # (1, 1)
                 token = int(next_id.item())
                 if eos_id is not None and token == eos_id:
                     break
                 new.append(token)
                 ids = torch.cat((ids, next_id), dim=1)
+    finally:
+        model.train(was_training)
+    return new
+
+
+def _next_token(
+    logits: torch.Tensor, temperature: float, top_k: int | None, vocab: int, generator: torch.Generator
+) -> torch.Tensor:
+    """(1, V) logits -> (1, 1) next id: argmax at temperature 0, else top-k sampling."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None and top_k < vocab:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (1, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+
+
+def sample_seq2seq(
+    model: nn.Module,
+    input_ids: list[int],
+    max_new_tokens: int,
+    *,
+    decoder_start_id: int,
+    temperature: float = 0.8,
+    top_k: int | None = 50,
+    seed: int = 0,
+    eos_id: int | None = None,
+) -> list[int]:
+    """An encoder-decoder's output for ``input_ids``: the encoder runs once, the decoder
+    samples from ``decoder_start_id`` on, as ``sample`` does (new ids only, no eos)."""
+    vocab = _check_args(model, input_ids, max_new_tokens, temperature, top_k, eos_id)
+    spec = model.spec
+    if len(input_ids) > spec.context:
+        raise UserError("the input is longer than the model's context", len(input_ids),
+                        f"give at most {spec.context} tokens")
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    source = torch.tensor([list(input_ids)], dtype=torch.long, device=device)  # (1, S)
+    mask = torch.ones_like(source, dtype=torch.bool)  # (1, S)
+    decoded = torch.tensor([[decoder_start_id]], dtype=torch.long, device=device)  # (1, 1)
+    new: list[int] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            memory = model.encode(source, mask)  # (1, S, d)
+            for _ in range(min(max_new_tokens, spec.context - 1)):
+                logits = model.decode(decoded, memory, mask)[:, -1, :].float()  # (1, V)
+                next_id = _next_token(logits, temperature, top_k, vocab, generator)
+                token = int(next_id.item())
+                if eos_id is not None and token == eos_id:
+                    break
+                new.append(token)
+                decoded = torch.cat((decoded, next_id), dim=1)
     finally:
         model.train(was_training)
     return new

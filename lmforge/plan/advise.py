@@ -325,6 +325,15 @@ def resolve_task(task: str) -> str:
     raise unknown_name("task", task, TASKS)
 
 
+def runnable(family: str, preset: str) -> tuple[str, str]:
+    """(a CPU-sized preset of the same layout, lmforge's objective name) to start with."""
+    if family == "encoder":
+        return "tiny-bert", "mlm"
+    if family == "decoder":
+        return ("tiny-llama" if "llama" in preset else "tiny-gpt2"), "causal"
+    return ("tiny-t5", "span") if preset.startswith("t5") else ("tiny-bart", "infill")
+
+
 @dataclass(frozen=True)
 class Advice:
     """Advice for one task; with a budget, the compute-optimal size under ``law``.
@@ -346,12 +355,22 @@ class Advice:
     n_tokens: float | None = None
     note: str | None = None
 
+    @property
+    def command(self) -> str:
+        """A runnable first step: pretrain the CPU-sized preset with the objective."""
+        tiny, objective = runnable(self.family, self.preset)
+        return f"lmforge train --model.preset {tiny} --objective.name {objective} --data PATH --tokens auto"
+
     def to_dict(self) -> dict:
+        tiny, objective = runnable(self.family, self.preset)
         return {
             "task": self.task,
             "family": self.family,
             "objective": self.objective,
+            "objective_name": objective,
             "preset": self.preset,
+            "tiny_preset": tiny,
+            "command": self.command,
             "reasons": list(self.reasons),
             "alternatives": list(self.alternatives),
             "references": list(self.references),

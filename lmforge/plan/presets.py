@@ -217,6 +217,10 @@ _ALL: list[Preset] = [
             974_976, True, None, "lmforge CPU test size, BERT (MLM) layout"),
     _preset("tiny-t5", dict(_T5, n_encoder_layers=2, n_decoder_layers=2, d_model=128, n_heads=4, d_ff=512,
                             vocab_size=4096, context=256), 1_443_584, True, None, "lmforge CPU test size, T5 layout"),
+    # V d 524,288 + 2 x 258 x 128 positions 66,048 + 2 embedding norms 512 + 2 encoder layers
+    # 2 x 198,272 + 2 decoder layers 2 x 264,576 = 1,516,544 (hand count, bart-base layout).
+    _preset("tiny-bart", dict(_BART, n_encoder_layers=2, n_decoder_layers=2, d_model=128, n_heads=4, vocab_size=4096,
+                              context=256), 1_516_544, True, None, "lmforge CPU test size, BART layout"),
 ]
 
 PRESETS: dict[str, Preset] = {p.name: p for p in _ALL}

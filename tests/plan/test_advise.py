@@ -137,3 +137,16 @@ def test_unknown_law():
 def test_to_dict_json():
     d = json.loads(json.dumps(advise("qa", budget_flops=1e20).to_dict()))
     assert d["task"] == "question-answering" and isinstance(d["reasons"], list) and d["n_params"] > 0
+
+
+def test_every_task_points_at_a_runnable_preset_and_objective():
+    """Issue 4: advise names a CPU-sized preset whose family fits the objective it names."""
+    from lmforge.plan.advise import TASKS, advise
+    from lmforge.plan.presets import get_preset
+
+    fits = {"causal": "decoder", "mlm": "encoder", "span": "encoder-decoder", "infill": "encoder-decoder"}
+    for task in TASKS:
+        data = advise(task).to_dict()
+        tiny = get_preset(data["tiny_preset"])
+        assert tiny.spec.family == data["family"] == fits[data["objective_name"]]
+        assert f"--model.preset {tiny.name} --objective.name {data['objective_name']}" in data["command"]
