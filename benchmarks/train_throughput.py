@@ -16,33 +16,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import platform
 import statistics
-import time
+from collections.abc import Callable
 
 import torch
+from common import Side, alternate, machine, matmul_peak
 
 from lmforge.models.build import build_model
 from lmforge.plan.flops import palm_flops_per_token
 from lmforge.plan.specs import ModelSpec, param_counts
-from lmforge.train.optim import build_optimizer
 
 SPEC = ModelSpec(n_decoder_layers=6, d_model=384, n_heads=6, vocab_size=8192, context=256, name="gpt2-6x384")
 SEQ = 256
-
-
-def matmul_peak(size: int = 2048, seconds: float = 2.0) -> float:
-    """Best bf16 FLOP/s of a size^3 matmul over ``seconds``."""
-    a = torch.randn(size, size, dtype=torch.bfloat16)
-    b = torch.randn(size, size, dtype=torch.bfloat16)
-    torch.matmul(a, b)
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        best = max(best, 2 * size**3 / (time.perf_counter() - start))
-    return best
 
 
 def hf_model() -> torch.nn.Module:
@@ -50,41 +35,17 @@ def hf_model() -> torch.nn.Module:
 
     config = GPT2Config(vocab_size=SPEC.vocab_size, n_positions=SPEC.context, n_embd=SPEC.d_model,
                         n_layer=SPEC.n_decoder_layers, n_head=SPEC.n_heads, resid_pdrop=0.0, embd_pdrop=0.0,
-                        attn_pdrop=0.0)
+                        attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
     config._attn_implementation = "sdpa"
-    model = GPT2LMHeadModel(config)
-    return model
+    return GPT2LMHeadModel(config)
 
 
-class Side:
-    """One contender: a model, its optimizer and a step function."""
+def causal_loss(logits_of: Callable) -> Callable:
+    def loss_of(model, batch: torch.Tensor) -> torch.Tensor:
+        logits = logits_of(model, batch[:, :-1])
+        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
 
-    def __init__(self, name: str, model: torch.nn.Module, logits_of, compile_model: bool):
-        self.name = name
-        self.model = model
-        self.params = sum(p.numel() for p in model.parameters())
-        self.optimizer = build_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
-        forward = torch.compile(model) if compile_model else model
-        self.logits_of = lambda x: logits_of(forward, x)
-
-    def step(self, batch: torch.Tensor) -> float:
-        inputs, targets = batch[:, :-1], batch[:, 1:]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = self.logits_of(inputs)
-        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(loss)
-
-
-def timed(side: Side, batches: list[torch.Tensor]) -> float:
-    """Tokens per second over ``batches``."""
-    start = time.perf_counter()
-    for batch in batches:
-        side.step(batch)
-    return sum(b[:, :-1].numel() for b in batches) / (time.perf_counter() - start)
+    return loss_of
 
 
 def main() -> None:
@@ -98,24 +59,17 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    ours = Side("lmforge", build_model(SPEC), lambda f, x: f(x), args.compile)
-    peer = Side("transformers", hf_model(), lambda f, x: f(input_ids=x).logits, False)
+    ours = Side("lmforge", build_model(SPEC), causal_loss(lambda m, x: m(x)), args.compile)
+    peer = Side("transformers", hf_model(), causal_loss(lambda m, x: m(input_ids=x).logits))
     assert ours.params == param_counts(SPEC).total
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, SPEC.vocab_size, (args.batch, SEQ + 1), generator=generator) for _ in range(args.steps)]
-    for side in (ours, peer):  # warm-up (and compilation)
-        for batch in batches[:2]:
-            side.step(batch)
-    rates: dict[str, list[float]] = {ours.name: [], peer.name: []}
-    for _ in range(args.repeats):
-        for side in (ours, peer):
-            rates[side.name].append(timed(side, batches))
+    rates = alternate([ours, peer], batches, args.batch * SEQ, args.repeats)
     peak = matmul_peak()
     per_token = palm_flops_per_token(SPEC, SEQ)
     medians = {name: statistics.median(values) for name, values in rates.items()}
     print(json.dumps({
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "machine": machine(),
         "shape": "GPT-2 style, 6 layers, d_model 384, 6 heads, vocab 8192, seq 256",
         "params": {"lmforge": ours.params, "transformers": peer.params},
         "batch_sequences": args.batch, "steps_per_run": args.steps, "repeats": args.repeats,

@@ -176,6 +176,41 @@ class Tokenizer:
                 sizes[tid] = len(text.encode("utf-8", "surrogatepass"))
         return sizes
 
+    def word_starts(self):  # -> np.ndarray (vocab_size,) bool
+        """(vocab_size,) bool: True where a token begins a word (whole-word masking, BERT 2019).
+
+        A word is a whitespace-delimited run of text. Byte-level vocabularies: a token begins
+        a word when its first byte is ASCII whitespace (``Ġ`` space, ``Ċ`` newline, ``ĉ`` tab,
+        ``č`` CR, vertical tab, form feed); every other token continues the word before it,
+        so punctuation stays with its word and a word right after a newline joins the newline
+        token (merging two words, never splitting one). WordPiece: every token but the
+        ``##`` continuations. SentencePiece-style: tokens starting with ``▁`` or whitespace.
+        Added tokens (special ones included) and unused ids are words of their own.
+        """
+        import numpy as np  # numpy only here: the module stays light
+
+        cached = getattr(self, "_word_starts", None)
+        if cached is None:
+            config = json.loads(self._canonical)
+            added = {t["id"] for t in config.get("added_tokens") or []}
+            prefix = (config.get("model") or {}).get("continuing_subword_prefix")
+            alphabet = byte_level_alphabet()
+            space_bytes = {9, 10, 11, 12, 13, 32}
+            spaces = ("<0x09>", "<0x0A>", "<0x0B>", "<0x0C>", "<0x0D>", "<0x20>")  # byte-fallback whitespace
+            cached = np.ones(self.vocab_size, dtype=bool)
+            for token, tid in self._inner.get_vocab(with_added_tokens=True).items():
+                if tid in added or not token:
+                    continue
+                if self.is_byte_level:
+                    cached[tid] = alphabet.get(token[0], -1) in space_bytes
+                elif prefix:
+                    cached[tid] = not token.startswith(prefix)
+                else:
+                    cached[tid] = token.startswith("▁") or token[0].isspace() or token in spaces
+            cached.flags.writeable = False
+            self._word_starts = cached
+        return cached.copy()
+
     def _piece_chars(self) -> int:
         """Longest text encoded in one call: short pieces let a long document use every core, but
         only a byte-level pre-tokenizer guarantees that cutting at whitespace changes no id."""

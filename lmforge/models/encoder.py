@@ -70,7 +70,9 @@ def check_mask(name: str, mask: torch.Tensor | None, shape: tuple[int, int]) -> 
     if mask is None:
         return None
     if tuple(mask.shape) != tuple(shape):
-        raise UserError(f"{name} must have the shape of its token ids", tuple(mask.shape), f"pass a {tuple(shape)} mask")
+        raise UserError(
+            f"{name} must have the shape of its token ids", tuple(mask.shape), f"pass a {tuple(shape)} mask"
+        )
     return mask.bool()
 
 

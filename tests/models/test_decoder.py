@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -232,7 +231,6 @@ def test_overfits_one_batch(style):
     batch = torch.randint(0, spec.vocab_size, (4, spec.context + 1), generator=gen)
     idx, targets = batch[:, :-1], batch[:, 1:]
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    start = time.perf_counter()
     first = None
     for _ in range(300):
         _, loss = model(idx, targets)
@@ -244,4 +242,3 @@ def test_overfits_one_batch(style):
             break
     assert first > 3.5  # ~ln 64 = 4.16 at init
     assert loss.item() < 0.05
-    assert time.perf_counter() - start < 15

@@ -81,8 +81,11 @@ def as_rows(tokens: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     """
     if isinstance(tokens, np.ndarray):
         if tokens.ndim != 2:
-            raise UserError("tokens must be a 2-D array (batch, length)", f"shape {tokens.shape}",
-                            "pass a (B, L) array or a list of 1-D arrays")
+            raise UserError(
+                "tokens must be a 2-D array (batch, length)",
+                f"shape {tokens.shape}",
+                "pass a (B, L) array or a list of 1-D arrays",
+            )
         rows = list(tokens)
     else:
         rows = [np.asarray(r) for r in tokens]
@@ -91,11 +94,17 @@ def as_rows(tokens: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
     out = []
     for i, row in enumerate(rows):
         if row.ndim != 1 or not (np.issubdtype(row.dtype, np.integer) or row.size == 0):
-            raise UserError("token rows must be 1-D integer arrays", f"row {i}: {row.dtype} {row.shape}",
-                            "pass token ids as integers")
+            raise UserError(
+                "token rows must be 1-D integer arrays",
+                f"row {i}: {row.dtype} {row.shape}",
+                "pass token ids as integers",
+            )
         if row.size < MIN_LENGTH:
-            raise UserError("sequence too short for a pretraining objective", f"row {i}: {row.size} tokens",
-                            f"pass rows of at least {MIN_LENGTH} tokens")
+            raise UserError(
+                "sequence too short for a pretraining objective",
+                f"row {i}: {row.size} tokens",
+                f"pass rows of at least {MIN_LENGTH} tokens",
+            )
         row = row.astype(np.int64, copy=False)
         if row.min() < 0:
             raise UserError("token ids must be non-negative", f"row {i}: {int(row.min())}", "check the token rows")
@@ -123,8 +132,9 @@ def pad_rows(rows: list[np.ndarray], fill: int) -> tuple[np.ndarray, np.ndarray]
     return out, real
 
 
-def seq2seq_batch(inputs: list[np.ndarray], targets: list[np.ndarray], *, pad_id: int,
-                  decoder_start_id: int) -> ObjectiveBatch:
+def seq2seq_batch(
+    inputs: list[np.ndarray], targets: list[np.ndarray], *, pad_id: int, decoder_start_id: int
+) -> ObjectiveBatch:
     """Pad encoder inputs and decoder targets; decoder inputs are the targets shifted right.
 
     decoder_input_ids[:, 0] = decoder_start_id and decoder_input_ids[:, t] = target[t - 1]

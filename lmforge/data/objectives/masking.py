@@ -63,8 +63,14 @@ def _choose_tokens(eligible: np.ndarray, rate: float, rng: np.random.Generator) 
     return ranks < _budget(eligible.sum(axis=1), rate)[:, None]
 
 
-def _choose_words(ids: np.ndarray, real: np.ndarray, special: np.ndarray, word_starts: np.ndarray,
-                  rate: float, rng: np.random.Generator) -> np.ndarray:
+def _choose_words(
+    ids: np.ndarray,
+    real: np.ndarray,
+    special: np.ndarray,
+    word_starts: np.ndarray,
+    rate: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """(B, S) bool: whole words, visited in random order, taken while they fit the budget."""
     chosen = np.zeros(ids.shape, dtype=bool)  # (B, S)
     for b in range(ids.shape[0]):
@@ -120,8 +126,11 @@ def mask_tokens(
     mask_frac = check_share("mask token fraction", mask_frac)
     random_frac = check_share("random token fraction", random_frac)
     if mask_frac + random_frac > 1 + 1e-12:
-        raise UserError("mask and random token fractions add up to more than 1", mask_frac + random_frac,
-                        "lower them (BERT: 0.8 mask, 0.1 random, 0.1 unchanged)")
+        raise UserError(
+            "mask and random token fractions add up to more than 1",
+            mask_frac + random_frac,
+            "lower them (BERT: 0.8 mask, 0.1 random, 0.1 unchanged)",
+        )
     rows = as_rows(tokens)
     top = max(int(r.max()) for r in rows)
     if top >= vocab_size:
@@ -136,8 +145,11 @@ def mask_tokens(
     else:
         word_starts = np.asarray(word_starts, dtype=bool)
         if word_starts.shape != (vocab_size,):
-            raise UserError("word_starts must hold one flag per vocabulary id", f"shape {word_starts.shape}",
-                            "pass tokenizer.word_starts()")
+            raise UserError(
+                "word_starts must hold one flag per vocabulary id",
+                f"shape {word_starts.shape}",
+                "pass tokenizer.word_starts()",
+            )
         chosen = _choose_words(ids, real, special, word_starts, rate, rng)
     u = rng.random(ids.shape)  # (B, S) one draw per position decides mask / random / keep
     to_mask = chosen & (u < mask_frac)

@@ -1,0 +1,129 @@
+"""Training throughput of lmforge's encoder (BERT style, masked LM) and encoder-decoder
+(T5 style, span corruption) against Hugging Face transformers' BertForMaskedLM and
+T5ForConditionalGeneration of identical shape.
+
+Both sides get the very same batches (built once by lmforge's objectives from random
+tokens: 15% masking; span corruption at noise density 0.15, mean span 3), bf16 autocast,
+the same AdamW settings; one step = forward, loss, backward, clipping, optimizer step.
+The sides alternate in this one process after warm-up; medians and ratios as JSON.
+Tokens/s counts input tokens (encoder tokens; for T5 also the decoder's target tokens).
+
+    pip install -e ".[hf]"
+    python benchmarks/family_throughput.py [--repeats 5] [--steps 4] [--batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from common import Side, alternate, machine
+
+from lmforge.data.objectives import mask_tokens, span_corruption
+from lmforge.models.build import build_model
+from lmforge.plan.specs import ModelSpec, param_counts
+
+SEQ, VOCAB = 256, 8192
+MASK, PAD, START, EOS = 4, 0, 1, 2
+SENTINELS = list(range(VOCAB - 100, VOCAB))
+BERT = ModelSpec(family="encoder", n_encoder_layers=6, n_decoder_layers=0, d_model=384, n_heads=6, vocab_size=VOCAB,
+                 context=SEQ, n_token_types=2, embedding_norm=True, final_norm=False, mlm_head=True)
+T5 = ModelSpec(family="encoder-decoder", n_encoder_layers=4, n_decoder_layers=4, d_model=384, n_heads=6, d_ff=1536,
+               vocab_size=VOCAB, context=SEQ, mlp="relu", norm="rmsnorm", positions="relative", bias=False)
+
+
+def hf_bert() -> torch.nn.Module:
+    from transformers import BertConfig, BertForMaskedLM
+
+    config = BertConfig(vocab_size=VOCAB, hidden_size=384, num_hidden_layers=6, num_attention_heads=6,
+                        intermediate_size=1536, max_position_embeddings=SEQ, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    config._attn_implementation = "sdpa"
+    return BertForMaskedLM(config)
+
+
+def hf_t5() -> torch.nn.Module:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=VOCAB, d_model=384, d_kv=64, d_ff=1536, num_layers=4, num_decoder_layers=4,
+                      num_heads=6, dropout_rate=0.0, feed_forward_proj="relu", tie_word_embeddings=True)
+    return T5ForConditionalGeneration(config)
+
+
+def mlm_loss(logits_of):
+    def loss_of(model, batch):
+        ids, mask, labels = batch
+        return F.cross_entropy(logits_of(model, ids, mask).float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+    return loss_of
+
+
+def seq2seq_loss(logits_of):
+    def loss_of(model, batch):
+        ids, mask, decoder_ids, labels = batch
+        logits = logits_of(model, ids, mask, decoder_ids)
+        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+    return loss_of
+
+
+def batches(kind: str, steps: int, batch: int) -> tuple[list, int]:
+    rng = np.random.default_rng(0)
+    out, tokens = [], 0
+    for _ in range(steps):
+        raw = rng.integers(8, VOCAB - 100, size=(batch, SEQ), dtype=np.int64)
+        if kind == "bert":
+            b = mask_tokens(raw, rng, vocab_size=VOCAB, mask_id=MASK, special_ids={PAD, START, EOS, MASK})
+            out.append(tuple(torch.from_numpy(x) for x in (b.input_ids, b.attention_mask, b.labels)))
+            tokens = b.input_ids.size
+        else:
+            b = span_corruption(raw, rng, sentinel_ids=SENTINELS, eos_id=EOS, pad_id=PAD, decoder_start_id=START)
+            out.append(tuple(torch.from_numpy(x) for x in (b.input_ids, b.attention_mask, b.decoder_input_ids,
+                                                             b.labels)))
+            tokens = b.input_ids.size + b.labels.size
+    return out, tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=8)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    report = {"machine": machine(), "batch_sequences": args.batch, "seq": SEQ, "repeats": args.repeats,
+              "precision": "bf16 autocast, fp32 weights and AdamW", "results": {}}
+    pairs = {
+        "bert (6 x 384, masked LM)": (
+            "bert", BERT,
+            Side("lmforge", build_model(BERT), mlm_loss(lambda m, ids, mask: m(ids, mask))),
+            Side("transformers", hf_bert(),
+                 mlm_loss(lambda m, ids, mask: m(input_ids=ids, attention_mask=mask).logits)),
+        ),
+        "t5 (4+4 x 384, span corruption)": (
+            "t5", T5,
+            Side("lmforge", build_model(T5), seq2seq_loss(lambda m, ids, mask, dec: m(ids, mask, dec))),
+            Side("transformers", hf_t5(), seq2seq_loss(
+                lambda m, ids, mask, dec: m(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits)),
+        ),
+    }
+    for title, (kind, spec, ours, peer) in pairs.items():
+        assert ours.params == param_counts(spec).total
+        data, tokens = batches(kind, args.steps, args.batch)
+        rates = alternate([ours, peer], data, tokens, args.repeats)
+        medians = {k: statistics.median(v) for k, v in rates.items()}
+        report["results"][title] = {
+            "params": {"lmforge": ours.params, "transformers": peer.params},
+            "tokens_per_s_median": {k: round(v) for k, v in medians.items()},
+            "tokens_per_s_all": {k: [round(x) for x in v] for k, v in rates.items()},
+            "ratio_lmforge_over_transformers": round(medians["lmforge"] / medians["transformers"], 3),
+        }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
