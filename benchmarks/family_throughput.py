@@ -62,6 +62,14 @@ def mlm_loss(logits_of):
     return loss_of
 
 
+def lmforge_mlm_loss(model, batch):
+    """lmforge's training path (lmforge.train.objective): the MLM head on chosen positions only."""
+    ids, mask, labels = batch
+    chosen = labels != -100
+    logits = model.logits(model.encode(ids, mask)[chosen])  # (chosen, V)
+    return F.cross_entropy(logits.float(), labels[chosen])
+
+
 def seq2seq_loss(logits_of):
     def loss_of(model, batch):
         ids, mask, decoder_ids, labels = batch
@@ -100,7 +108,7 @@ def main() -> None:
     pairs = {
         "bert (6 x 384, masked LM)": (
             "bert", BERT,
-            Side("lmforge", build_model(BERT), mlm_loss(lambda m, ids, mask: m(ids, mask))),
+            Side("lmforge", build_model(BERT), lmforge_mlm_loss),
             Side("transformers", hf_bert(),
                  mlm_loss(lambda m, ids, mask: m(input_ids=ids, attention_mask=mask).logits)),
         ),

@@ -170,6 +170,8 @@ def additive_mask(
     average instead of NaN. Returns None when nothing needs masking and there is no bias:
     the caller then passes ``is_causal=causal`` to SDPA (and keeps the flash kernels).
     """
+    if key_mask is not None and bool(key_mask.all()):
+        key_mask = None  # nothing padded: let SDPA pick its fused kernels
     if key_mask is None and bias is None:
         return None
     if key_mask is not None:

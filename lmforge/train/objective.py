@@ -96,17 +96,20 @@ class Objective:
         input_ids = torch.from_numpy(batch.input_ids).to(device)
         attention_mask = torch.from_numpy(batch.attention_mask).to(device)
         labels = torch.from_numpy(batch.labels).to(device)
-        with autocast():
-            if self.name == "mlm":
-                logits = model(input_ids, attention_mask)  # (n, S, V)
-            else:
-                decoder_input_ids = torch.from_numpy(batch.decoder_input_ids).to(device)
-                logits = model(input_ids, attention_mask, decoder_input_ids)  # (n, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
-        chosen = labels != -100
+        chosen = labels != -100  # (n, T)
         count = int(chosen.sum())
-        correct = int((logits.argmax(-1)[chosen] == labels[chosen]).sum()) if self.name == "mlm" else None
-        return loss, count, correct
+        if self.name == "mlm":  # the head runs on the chosen positions only (15%), not on every token
+            with autocast():
+                hidden = model.encode(input_ids, attention_mask)  # (n, S, d)
+                logits = model.logits(hidden[chosen])  # (count, V)
+            targets = labels[chosen]
+            loss = F.cross_entropy(logits.float(), targets)
+            return loss, count, int((logits.argmax(-1) == targets).sum())
+        decoder_input_ids = torch.from_numpy(batch.decoder_input_ids).to(device)
+        with autocast():
+            logits = model(input_ids, attention_mask, decoder_input_ids)  # (n, T, V)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return loss, count, None
 
 
 def micro_batch_rng(seed: int, step: int, micro: int) -> np.random.Generator:
