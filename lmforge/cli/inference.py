@@ -21,7 +21,9 @@ def generate(
     """Sample text from a trained run: a decoder continues each prompt; an encoder-decoder
     maps each prompt (its input) to an output.
 
-    Temperature 0 is greedy; top-k keeps the k most probable tokens. The full generation
+    In an encoder-decoder's input, <mask> and <|sentinel_0|> ... stand for those tokens
+    (BART and T5 fill them in). Temperature 0 is greedy; top-k keeps the k most probable
+    tokens. The full generation
     settings (top-p, min-p, repetition penalty, stop strings, streaming, beam search)
     come with the generation engine.
 
@@ -39,6 +41,7 @@ def generate(
         lmforge generate runs/t5 --prompt "summarize: ..." --temperature 0
     """
     from lmforge.errors import UserError
+    from lmforge.generate.fill_mask import encode_with_marks
     from lmforge.generate.sample import sample, sample_seq2seq
     from lmforge.train.run_dir import load_run
 
@@ -46,7 +49,7 @@ def generate(
     tok = run.tokenizer
     outputs = []
     for text in prompt:
-        ids = tok.encode(text)
+        ids = encode_with_marks(tok, text) if run.spec.family == "encoder-decoder" else tok.encode(text)
         options = dict(temperature=temperature, top_k=top_k, seed=seed, eos_id=tok.eos_id)
         if run.spec.family == "decoder":
             new = sample(run.model, ids, max_new_tokens, **options)

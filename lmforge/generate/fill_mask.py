@@ -1,4 +1,5 @@
-"""`lmforge fill-mask`: an encoder's top-k candidates for each ``<mask>`` in a text.
+"""`lmforge fill-mask`: an encoder's top-k candidates for each ``<mask>`` in a text; and
+the same marks (``<mask>``, ``<|sentinel_N|>``) in an encoder-decoder's input.
 
 The text is split at the literal ``<mask>``; the pieces are tokenized and joined with the
 tokenizer's mask token. A space just before ``<mask>`` is left to the prediction, as
@@ -8,6 +9,7 @@ Probabilities are the softmax of the MLM head at each mask position.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -64,3 +66,27 @@ def fill_mask(model: torch.nn.Module, tokenizer: Tokenizer, text: str, top_k: in
         results.append([Candidate(tokenizer.decode([int(i)]), int(i), float(p))
                         for p, i in zip(best.values, best.indices, strict=True)])
     return results
+
+
+SPECIAL_MARK = re.compile(r"(<\|sentinel_\d+\|>|<mask>)")
+
+
+def encode_with_marks(tokenizer: Tokenizer, text: str) -> list[int]:
+    """Token ids of ``text`` where the literal marks ``<mask>`` and ``<|sentinel_N|>``
+    become the tokenizer's mask and sentinel tokens (ordinary text never does)."""
+    ids: list[int] = []
+    for piece in SPECIAL_MARK.split(text):
+        if not piece:
+            continue
+        if piece == MASK_MARK:
+            if tokenizer.mask_id is None:
+                raise UserError("this tokenizer has no mask token", piece, "remove <mask> from the text")
+            ids.append(tokenizer.mask_id)
+        elif SPECIAL_MARK.fullmatch(piece):
+            token_id = tokenizer.token_to_id(piece)
+            if token_id is None:
+                raise UserError("this tokenizer has no such sentinel", piece, "use <|sentinel_0|> ... as trained")
+            ids.append(token_id)
+        else:
+            ids.extend(tokenizer.encode(piece))
+    return ids

@@ -103,3 +103,14 @@ def test_bad_inputs_for_the_families(tmp_path, corpus, capsys):
     assert code == 2 and "longer than the model's context" in err
     code, _, err = run(capsys, "generate", encoder, "--prompt", "hello")
     assert code == 2 and "does not generate" in err
+
+
+def test_marks_become_special_tokens():
+    """<mask> and <|sentinel_N|> in an encoder-decoder's input are the special tokens, not text."""
+    from lmforge.data.tokenizer import train_tokenizer
+    from lmforge.generate.fill_mask import encode_with_marks
+
+    tok = train_tokenizer(["the capital of France is Paris"] * 20, 400)
+    ids = encode_with_marks(tok, "the capital of <|sentinel_0|> is <mask>.")
+    assert tok.sentinel_ids[0] in ids and tok.mask_id in ids
+    assert tok.sentinel_ids[0] not in tok.encode("the capital of <|sentinel_0|>")
