@@ -9,7 +9,7 @@ import pytest
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from lmforge.cli.main import main
+from tests.cli.cli_run import run
 
 TINY = ["--train.max_steps", "3", "--data.vocab_size", "400", "--data.seq_len", "32", "--train.batch_tokens", "256",
         "--train.micro_batch", "8", "--train.eval_every", "100", "--train.eval_tokens", "2048", "--quiet"]
@@ -22,13 +22,6 @@ def corpus(tmp_path):
     return path
 
 
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def train_run(capsys, tmp_path, corpus, name, preset, *extra):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lmforge.cli.main import main
+from tests.cli.cli_run import run
 
 TINY = ["--train.max_steps", "2", "--data.vocab_size", "360", "--data.seq_len", "32", "--train.batch_tokens", "256",
         "--train.micro_batch", "8", "--train.eval_every", "100", "--train.eval_tokens", "2048", "--quiet"]
@@ -21,13 +21,6 @@ def corpus(tmp_path):
     return path
 
 
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_tokenizer_prepare_train_eval(tmp_path, corpus, capsys):

@@ -16,16 +16,6 @@ BERT = get_preset("tiny-bert").spec  # learned positions, post-LN, token types, 
 SMALL = BERT.with_(n_encoder_layers=2, d_model=64, n_heads=4, vocab_size=64, context=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and OpenMP threads that spin while another
-    process holds the other core slow them down a hundredfold (measured: 70 s instead of 0.4 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(spec: ModelSpec, seed: int = 0, dtype: torch.dtype = torch.float32) -> EncoderLM:
     torch.manual_seed(seed)
     return build_model(spec).to(dtype)

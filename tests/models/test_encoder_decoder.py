@@ -23,16 +23,6 @@ STYLES = {"t5": T5.with_(**SMALL), "bart": TINY_BART.with_(**SMALL)}
 V = 64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and OpenMP threads that spin while another
-    process holds the other core slow them down a hundredfold (measured: 70 s instead of 0.4 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(spec: ModelSpec, seed: int = 0, dtype: torch.dtype = torch.float32) -> EncoderDecoderLM:
     torch.manual_seed(seed)
     return build_model(spec).to(dtype)
