@@ -111,10 +111,10 @@ def evaluate_sources(
     common = dict(seq_len=config.data.seq_len, batch_size=config.train.micro_batch,
                   max_tokens=config.train.eval_tokens, device=device, autocast_dtype=dtype)
     results = {}
+    token_bytes = torch.tensor(data.tokenizer.token_bytes(), dtype=torch.long)
     for spec in data.sources:
         stream = data.store.tokens(spec.name, "val")
         if objective.name == "causal":
-            token_bytes = torch.tensor(data.tokenizer.token_bytes(), dtype=torch.long)
             results[spec.name] = evaluate_stream(model, stream, source=spec.name, token_bytes=token_bytes, **common)
         else:
             results[spec.name] = evaluate_objective(model, stream, objective, source=spec.name,
