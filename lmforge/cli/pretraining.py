@@ -6,6 +6,8 @@ other planning verbs stay fast.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 from lmforge.cli import pretraining_tables as tables
@@ -96,9 +98,10 @@ def train(
     resume: str | None = None,
     init_from: str | None = None,
     quiet: bool = False,
+    json: bool = False,
     overrides: list[str] | None = None,
 ) -> None:
-    """Pretrain (or continue pretraining) a decoder language model on one process.
+    """Pretrain (or continue pretraining) a language model of any family on one process.
 
     The run is described by a YAML config and dotted overrides of any key
     (--train.lr 3e-4, --model.preset tiny-llama, --data.seq_len 512 ...). Writes
@@ -113,6 +116,7 @@ def train(
         resume: a run directory to continue exactly where its latest checkpoint left off
         init_from: a run directory whose weights start this new run (continued pretraining)
         quiet: no progress bar: one line per log step
+        json: print the result (steps, tokens, speed, validation) as JSON at the end
         overrides: --section.key VALUE pairs
 
     Examples:
@@ -135,9 +139,17 @@ def train(
     if tokens is not None:
         values["train.max_tokens"] = tokens
     run_config = load_config(config, values)
-    result = run_training(run_config, resume=resume is not None, init_from=Path(init_from) if init_from else None,
-                          quiet=quiet, log=tables.log)
-    tables.train_result(result)
+    # With --json, stdout carries only the JSON: progress and messages go to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if json else contextlib.nullcontext():
+        result = run_training(run_config, resume=resume is not None,
+                              init_from=Path(init_from) if init_from else None, quiet=quiet or json, log=tables.log)
+    if json:
+        print_json({"run_dir": str(result.run_dir), "steps": result.steps, "tokens": result.tokens,
+                    "final_loss": result.final_loss, "tokens_per_second": result.tokens_per_second,
+                    "mfu": result.mfu, "stopped_by": result.stopped_by, "tokens_by_source": result.tokens_by_source,
+                    "validation": {k: v.to_dict() for k, v in result.validation.items()}})
+    else:
+        tables.train_result(result)
 
 
 def evaluate(

@@ -36,6 +36,10 @@ def test_tokenizer_prepare_train_eval(tmp_path, corpus, capsys):
     code, out, err = run(capsys, "train", "--data", f"web={corpus}", "--name", "r", "--out-dir", tmp_path, *TINY)
     assert code == 0, err
     assert "bits per byte" in out
+    code, out, err = run(capsys, "train", "--data", f"web={corpus}", "--name", "r2", "--out-dir", tmp_path, *TINY,
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["steps"] == 2  # stdout holds only the JSON
     code, out, err = run(capsys, "eval", tmp_path / "r", "--json")
     assert code == 0, err
     assert json.loads(out)["web"]["tokens"] > 0
