@@ -5,8 +5,9 @@ logits, divides them by the temperature (Ackley et al. 1985; Hinton et al. 2015,
 Sec. 2), keeps the ``top_k`` largest (Fan et al. 2018, Sec. 5.4) and draws from the
 softmax with a seeded ``torch.Generator``. Temperature 0 is greedy (argmax). An
 encoder-decoder encodes its input once and samples the decoder the same way
-(``sample_seq2seq``). The full generation engine (logits processors, KV cache, stop
-strings, beam search) comes in a later issue.
+(``sample_seq2seq``). Filtering goes through the processor chain of
+``lmforge.generate.processors``; the rest of the generation engine (KV cache, stop
+strings, streaming, beam search) comes with the generation issue.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from lmforge.errors import UserError, check_whole
+from lmforge.generate.processors import LogitsChain
 
 
 def _check_args(
@@ -78,7 +80,7 @@ def sample(
     is not included in the result. The model runs in eval mode under
     ``torch.inference_mode()`` and is put back in its previous mode afterwards.
     """
-    vocab = _check_args(model, prompt_ids, max_new_tokens, temperature, top_k, eos_id)
+    _check_args(model, prompt_ids, max_new_tokens, temperature, top_k, eos_id)
     context = model.spec.context
     device = next(model.parameters()).device
     generator = torch.Generator(device=device)
@@ -91,7 +93,7 @@ def sample(
         with torch.inference_mode():
             for _ in range(max_new_tokens):
                 logits = model(ids[:, -context:])[:, -1, :].float()  # (1, V)
-                next_id = _next_token(logits, temperature, top_k, vocab, generator)  # (1, 1)
+                next_id = _next_token(logits, temperature, top_k, generator)  # (1, 1)
                 token = int(next_id.item())
                 if eos_id is not None and token == eos_id:
                     break
@@ -103,16 +105,12 @@ def sample(
 
 
 def _next_token(
-    logits: torch.Tensor, temperature: float, top_k: int | None, vocab: int, generator: torch.Generator
+    logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator
 ) -> torch.Tensor:
-    """(1, V) logits -> (1, 1) next id: argmax at temperature 0, else top-k sampling."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None and top_k < vocab:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (1, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+    """(1, V) logits -> (1, 1) next id: argmax at temperature 0, else top-k sampling,
+    through the processor chain (``lmforge.generate.processors``; top_k >= vocab keeps all)."""
+    chain = LogitsChain.from_settings(temperature=temperature, top_k=top_k)
+    return chain.next_token(logits, None, generator)
 
 
 def sample_seq2seq(
@@ -128,7 +126,7 @@ def sample_seq2seq(
 ) -> list[int]:
     """An encoder-decoder's output for ``input_ids``: the encoder runs once, the decoder
     samples from ``decoder_start_id`` on, as ``sample`` does (new ids only, no eos)."""
-    vocab = _check_args(model, input_ids, max_new_tokens, temperature, top_k, eos_id)
+    _check_args(model, input_ids, max_new_tokens, temperature, top_k, eos_id)
     spec = model.spec
     if len(input_ids) > spec.context:
         raise UserError("the input is longer than the model's context", len(input_ids),
@@ -147,7 +145,7 @@ def sample_seq2seq(
             memory = model.encode(source, mask)  # (1, S, d)
             for _ in range(min(max_new_tokens, spec.context - 1)):
                 logits = model.decode(decoded, memory, mask)[:, -1, :].float()  # (1, V)
-                next_id = _next_token(logits, temperature, top_k, vocab, generator)
+                next_id = _next_token(logits, temperature, top_k, generator)
                 token = int(next_id.item())
                 if eos_id is not None and token == eos_id:
                     break
