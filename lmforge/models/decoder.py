@@ -19,7 +19,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmforge.errors import UserError
-from lmforge.models.layers import DecoderBlock, init_weights, make_norm, rotary_cos_sin
+from lmforge.models.kv_cache import KVCache, check_total_mask, positions_from_mask
+from lmforge.models.layers import DecoderBlock, additive_mask, attention_dtype, init_weights, make_norm, rotary_cos_sin
 from lmforge.plan.specs import ModelSpec
 
 IGNORE_INDEX = -100  # targets equal to this add nothing to the loss
@@ -78,37 +79,66 @@ class DecoderLM(nn.Module):
                 total -= self.lm_head.weight.numel()
         return total
 
+    def new_cache(self) -> KVCache:
+        """An empty `KVCache` for one generation (buffers of ``spec.context`` positions per layer)."""
+        return KVCache(len(self.blocks), self.spec.context)
+
     # ---- forward ------------------------------------------------------------------------
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *, reduction: str = "mean"
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        *,
+        reduction: str = "mean",
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, T, V) for token ids ``idx`` (B, T); with ``targets`` (B, T) also the
         cross-entropy in fp32 (``ignore_index=-100``): ``reduction="mean"`` a scalar
         (mean over counted targets), ``"sum"`` a scalar, ``"none"`` per token (B, T) in nats
         (0 where ignored). Raises UserError when T exceeds ``spec.context``.
+
+        Incremental decoding (see `lmforge.models.kv_cache`): ``cache`` (`KVCache`, from
+        `new_cache`) stores the keys/values of ``idx``, which continue the cached positions;
+        logits are for the new positions only. ``attention_mask`` (B, cache length + T) bool,
+        True = real token, for left-padded batches: padded keys are masked and each row's
+        positions are ``cumsum(mask) - 1``, as if its prompt were alone.
         """
         if idx.dim() != 2:
             raise UserError("token ids must be a (batch, time) tensor", tuple(idx.shape), "pass idx of shape (B, T)")
         B, T = idx.shape
-        if T > self.spec.context:
+        past = cache.length if cache is not None else 0
+        if past + T > self.spec.context:
             raise UserError(
                 "sequence is longer than the model's context",
-                T,
+                past + T,
                 f"feed at most {self.spec.context} tokens (crop or split the sequence, or build with a longer context)",
             )
+        key_mask = check_total_mask(attention_mask, B, past + T)  # (B, past + T) | None
         x = self.tok_emb(idx)  # (B, T, C)
-        pos = torch.arange(T, device=idx.device)  # (T,)
+        if key_mask is not None:
+            pos = positions_from_mask(key_mask, T)  # (B, T)
+        else:
+            pos = torch.arange(past, past + T, device=idx.device)  # (T,)
         if self.pos_emb is not None:
             x = x + self.pos_emb(pos + self.spec.position_offset)  # (B, T, C)
         x = self.emb_norm(x)
         rope = None
         if self.spec.positions == "rotary":
-            rope = rotary_cos_sin(pos, self.spec.d_head, dtype=self.tok_emb.weight.dtype)  # 2 x (T, k)
-        for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                x = checkpoint(block, x, rope, use_reentrant=False)
+            rope = rotary_cos_sin(pos, self.spec.d_head, dtype=self.tok_emb.weight.dtype)  # 2 x (T, k) | (B, T, k)
+            if pos.dim() == 2:
+                rope = tuple(t.unsqueeze(1) for t in rope)  # 2 x (B, 1, T, k): broadcast over heads
+        mask = None
+        if key_mask is not None or past:
+            mask = additive_mask(  # (B|1, 1, T, past + T) | None
+                key_mask, T, causal=True, dtype=attention_dtype(x), k_len=past + T, device=idx.device
+            )
+        for i, block in enumerate(self.blocks):
+            layer_cache = cache.self_attn[i] if cache is not None else None
+            if self.gradient_checkpointing and torch.is_grad_enabled() and cache is None:
+                x = checkpoint(block, x, rope, None, mask, use_reentrant=False)
             else:
-                x = block(x, rope)
+                x = block(x, rope, layer_cache, mask)
         x = self.final_norm(x)
         logits = self.lm_head(x)  # (B, T, V)
         if targets is None:

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from lmforge.errors import UserError
+from lmforge.models.kv_cache import KVCache
 from lmforge.models.layers import (
     _ACTIVATIONS,
     Attention,
@@ -122,26 +123,37 @@ class TransformerStack(nn.Module):
         key_mask: torch.Tensor | None = None,
         memory: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """``x`` (B, T, C) embedded tokens; ``key_mask`` (B, T) bool padding mask (True = real);
-        ``memory`` (B, S, C) and ``memory_mask`` (B, S) bool for a decoder stack. -> (B, T, C)."""
+        ``memory`` (B, S, C) and ``memory_mask`` (B, S) bool for a decoder stack. -> (B, T, C).
+
+        ``cache`` (decoder stack, `KVCache` with cross slots): ``x`` continues the ``cache.length``
+        cached positions (learned positions, rotary angles and relative buckets start there),
+        ``key_mask`` then covers (B, cache.length + T); cross-attention keys/values are computed
+        from ``memory`` on the first call and reused."""
         T = x.shape[1]
-        pos = torch.arange(T, device=x.device)  # (T,)
+        past = cache.length if cache is not None else 0
+        pos = torch.arange(past, past + T, device=x.device)  # (T,)
         if self.pos_emb is not None:
             x = x + self.pos_emb(pos + self.spec.position_offset)  # (B, T, C)
         x = self.emb_norm(x)
         dtype = attention_dtype(x)
-        bias = self.rel_bias(T, T) if self.rel_bias is not None else None  # (1, h, T, T)
-        mask = additive_mask(key_mask, T, causal=self.decoder, bias=bias, dtype=dtype)  # (B|1, h|1, T, T) | None
-        is_causal = self.decoder and mask is None
+        bias = self.rel_bias(T, past + T, past) if self.rel_bias is not None else None  # (1, h, T, past + T)
+        mask = additive_mask(  # (B|1, h|1, T, past + T) | None
+            key_mask, T, causal=self.decoder, bias=bias, dtype=dtype, k_len=past + T, device=x.device
+        )
+        is_causal = self.decoder and mask is None and past == 0
         cross_mask = None
         if memory is not None and memory_mask is not None:
             cross_mask = additive_mask(memory_mask, 1, dtype=dtype)  # (B, 1, 1, S)
         rope = None
         if self.spec.positions == "rotary":
             rope = rotary_cos_sin(pos, self.spec.d_head, dtype=x.dtype)  # 2 x (T, k)
-        for block in self.blocks:
-            if self.gradient_checkpointing and torch.is_grad_enabled():
+        for i, block in enumerate(self.blocks):
+            if cache is not None:
+                x = block(x, mask, memory, cross_mask, rope, is_causal, cache.self_attn[i], cache.cross[i])
+            elif self.gradient_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, mask, memory, cross_mask, rope, is_causal, use_reentrant=False)
             else:
                 x = block(x, mask, memory, cross_mask, rope, is_causal)

@@ -32,6 +32,7 @@ from lmforge.models.encoder import (
     output_scale,
     token_loss,
 )
+from lmforge.models.kv_cache import KVCache, check_total_mask
 from lmforge.plan.specs import ModelSpec
 
 
@@ -91,6 +92,11 @@ class EncoderDecoderLM(nn.Module):
                 total -= self.lm_head.weight.numel()
         return total
 
+    def new_cache(self) -> KVCache:
+        """An empty decoder `KVCache` (self-attention buffers of ``spec.context`` positions per
+        layer, and cross-attention slots filled from the memory on the first `decode`)."""
+        return KVCache(len(self.decoder.blocks), self.spec.context, cross=True)
+
     # ---- forward ------------------------------------------------------------------------
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder output ("memory") (B, S, C) for ``input_ids`` (B, S); ``attention_mask`` (B, S)
@@ -105,10 +111,18 @@ class EncoderDecoderLM(nn.Module):
         memory: torch.Tensor,
         memory_mask: torch.Tensor | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
     ) -> torch.Tensor:
         """Logits (B, T, V) of the next target token at each of ``decoder_input_ids`` (B, T),
-        reading ``memory`` (B, S, C) with padded positions masked by ``memory_mask`` (B, S)."""
-        B, T = check_ids("decoder_input_ids", decoder_input_ids, self.spec.context)
+        reading ``memory`` (B, S, C) with padded positions masked by ``memory_mask`` (B, S).
+
+        ``cache`` (`KVCache` from `new_cache`): incremental decoding; ``decoder_input_ids``
+        continue the cached positions, logits are for the new ones, the cross-attention
+        keys/values come from ``memory`` once (pass the same memory and mask every call);
+        ``decoder_attention_mask`` then covers (B, cache.length + T)."""
+        past = cache.length if cache is not None else 0
+        B, T = check_ids("decoder_input_ids", decoder_input_ids, self.spec.context - past)
         if memory.dim() != 3 or memory.shape[0] != B:
             raise UserError(
                 "memory must be the encoder output (B, S, C) for the same batch",
@@ -116,8 +130,11 @@ class EncoderDecoderLM(nn.Module):
                 "pass model.encode(input_ids, attention_mask)",
             )
         memory_mask = check_mask("memory_mask", memory_mask, tuple(memory.shape[:2]))
-        key_mask = check_mask("decoder_attention_mask", decoder_attention_mask, (B, T))
-        x = self.decoder(self.tok_emb(decoder_input_ids), key_mask, memory, memory_mask)  # (B, T, C)
+        if cache is None:
+            key_mask = check_mask("decoder_attention_mask", decoder_attention_mask, (B, T))
+        else:
+            key_mask = check_total_mask(decoder_attention_mask, B, past + T)  # (B, past + T) | None
+        x = self.decoder(self.tok_emb(decoder_input_ids), key_mask, memory, memory_mask, cache)  # (B, T, C)
         if self.out_scale != 1.0:
             x = x * self.out_scale
         return self.lm_head(x)  # (B, T, V)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.models.kv_cache import LayerKV
 from lmforge.plan.specs import GATED_MLPS, ModelSpec
 
 NORM_EPS = 1e-5  # GPT-2 LayerNorm and Llama-2 RMSNorm both use 1e-5
@@ -83,14 +84,15 @@ def rotary_cos_sin(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the rotary angles m * theta_i (Su et al. 2021, Eq. 34), (T, head_dim).
 
-    ``positions``: (T,) integer positions m. Angles are computed in fp32 (fp64 when
+    ``positions``: (T,) integer positions m, or (B, T) per row (left-padded batches; then
+    cos/sin are (B, T, head_dim): add a head axis before `apply_rotary`). Angles are computed in fp32 (fp64 when
     ``dtype`` is fp64), then cast to ``dtype``. Nothing is cached in buffers, so a model
     built on the meta device needs no re-initialisation of rotary state.
     """
     work = torch.float64 if dtype == torch.float64 else torch.float32
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=work) / head_dim))
-    angles = positions.to(work)[:, None] * inv_freq[None, :]  # (T, head_dim/2)
-    angles = torch.cat((angles, angles), dim=-1)  # (T, head_dim): "rotate half" layout
+    angles = positions.to(work)[..., None] * inv_freq  # (T, head_dim/2) or (B, T, head_dim/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (..., T, head_dim): "rotate half" layout
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
@@ -100,7 +102,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x_i, x_{i+k/2}) of ``x`` (..., T, k) by the angles in cos/sin (T, k)."""
+    """Rotate pairs (x_i, x_{i+k/2}) of ``x`` (..., T, k) by the angles in cos/sin (T, k) or (B, 1, T, k)."""
     return x * cos + _rotate_half(x) * sin
 
 
@@ -124,7 +126,18 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(spec.d_model, q_dim + 2 * kv_dim, bias=spec.bias)
         self.proj = nn.Linear(q_dim, spec.d_model, bias=spec.bias)  # residual projection
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: LayerKV | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``x`` (B, T, C). ``cache``: this layer's `LayerKV`; the new keys/values are appended
+        and the queries attend to all stored ones. ``mask``: additive (B|1, 1, T, T_keys), needed
+        whenever T > 1 queries follow cached keys or keys are padded (see `additive_mask`);
+        without one, attention is causal when there are as many keys as queries, else unmasked
+        (one new query after the cache sees every key)."""
         B, T, _ = x.shape  # (B, T, C)
         h, g, k = self.n_heads, self.n_kv_heads, self.head_dim
         q, kk, v = self.qkv(x).split((h * k, g * k, g * k), dim=-1)
@@ -134,14 +147,19 @@ class CausalSelfAttention(nn.Module):
         if self.rotary:
             cos, sin = (t.to(q.dtype) for t in rope)
             q, kk = apply_rotary(q, cos, sin), apply_rotary(kk, cos, sin)
+        if cache is not None:
+            kk, v = cache.update(kk, v)  # (B, g, T_keys, k) each
+        if mask is not None:
+            mask = _mask_to(mask, q.dtype)
+        is_causal = mask is None and kk.shape[2] == T
         if g == h:
-            y = F.scaled_dot_product_attention(q, kk, v, is_causal=True)
+            y = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask, is_causal=is_causal)
         elif SDPA_HAS_GQA:
-            y = F.scaled_dot_product_attention(q, kk, v, is_causal=True, enable_gqa=True)
+            y = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
         else:  # torch < 2.5: expand the kv heads to h
-            kk = kk.repeat_interleave(h // g, dim=1)  # (B, h, T, k)
+            kk = kk.repeat_interleave(h // g, dim=1)  # (B, h, T_keys, k)
             v = v.repeat_interleave(h // g, dim=1)
-            y = F.scaled_dot_product_attention(q, kk, v, is_causal=True)
+            y = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask, is_causal=is_causal)
         y = y.transpose(1, 2).reshape(B, T, h * k)  # (B, T, h*k)
         return self.proj(y)  # (B, T, C)
 
@@ -161,26 +179,31 @@ def additive_mask(
     causal: bool = False,
     bias: torch.Tensor | None = None,
     dtype: torch.dtype = torch.float32,
+    k_len: int | None = None,
+    device: torch.device | None = None,
 ) -> torch.Tensor | None:
     """One additive attention mask (B|1, h|1, Tq, Tk) from a key padding mask, causality and a bias.
 
     ``key_mask``: (B, Tk) bool, True = a real token; ``bias``: (1, h, Tq, Tk) added to the
-    logits (T5 relative positions). Blocked entries hold the most negative finite value of
+    logits (T5 relative positions). ``k_len`` (with ``device``): the number of keys when
+    neither gives it. The queries are the last Tq of Tk positions (Tk > Tq after a KV cache):
+    query i sees keys j <= i + Tk - Tq when ``causal``. Blocked entries hold the most negative finite value of
     ``dtype`` (as Hugging Face does), so that a row with no visible key gives a uniform
     average instead of NaN. Returns None when nothing needs masking and there is no bias:
     the caller then passes ``is_causal=causal`` to SDPA (and keeps the flash kernels).
     """
     if key_mask is not None and bool(key_mask.all()):
         key_mask = None  # nothing padded: let SDPA pick its fused kernels
-    if key_mask is None and bias is None:
+    offset_causal = causal and k_len is not None and k_len > q_len > 1  # SDPA's is_causal aligns top-left
+    if key_mask is None and bias is None and not offset_causal:
         return None
     if key_mask is not None:
         k_len, device = key_mask.shape[1], key_mask.device
-    else:
+    elif bias is not None:
         k_len, device = bias.shape[-1], bias.device
     allowed = torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)  # (1, 1, Tq, Tk)
     if causal:
-        allowed = allowed.tril()
+        allowed = allowed.tril(diagonal=k_len - q_len)
     if key_mask is not None:
         allowed = allowed & key_mask.bool()[:, None, None, :]  # (B, 1, Tq, Tk)
     base = torch.zeros((), dtype=dtype, device=device) if bias is None else bias.to(dtype)
@@ -225,24 +248,36 @@ class Attention(nn.Module):
         *,
         is_causal: bool = False,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: LayerKV | None = None,
     ) -> torch.Tensor:
         """``x`` (B, Tq, C); ``memory`` (B, Tk, C) for cross-attention; ``mask`` additive,
         broadcastable to (B, h, Tq, Tk) (see `additive_mask`); ``is_causal`` only without a
-        mask; ``rope`` (cos, sin) each (T, head_dim) for rotary self-attention."""
+        mask; ``rope`` (cos, sin) each (T, head_dim) for rotary self-attention. ``cache``
+        (`LayerKV`): self-attention appends its new keys/values and reads all stored ones;
+        cross-attention computes them from ``memory`` on the first call only."""
         B, Tq, _ = x.shape
         h, g, k = self.n_heads, self.n_kv_heads, self.head_dim
         if self.cross:
-            q = self.q(x)
-            kk, v = self.kv(memory).split((g * k, g * k), dim=-1)
+            q = self.q(x).view(B, Tq, h, k).transpose(1, 2)  # (B, h, Tq, k)
+            if cache is not None and cache.length:
+                kk, v = cache.get()  # (B, g, Tk, k) each, computed on the first call
+            else:
+                kk, v = self.kv(memory).split((g * k, g * k), dim=-1)
+                Tk = kk.shape[1]
+                kk = kk.view(B, Tk, g, k).transpose(1, 2)  # (B, g, Tk, k)
+                v = v.view(B, Tk, g, k).transpose(1, 2)  # (B, g, Tk, k)
+                if cache is not None:
+                    kk, v = cache.update(kk, v)
         else:
             q, kk, v = self.qkv(x).split((h * k, g * k, g * k), dim=-1)
-        Tk = kk.shape[1]
-        q = q.view(B, Tq, h, k).transpose(1, 2)  # (B, h, Tq, k)
-        kk = kk.view(B, Tk, g, k).transpose(1, 2)  # (B, g, Tk, k)
-        v = v.view(B, Tk, g, k).transpose(1, 2)  # (B, g, Tk, k)
-        if rope is not None:
-            cos, sin = (t.to(q.dtype) for t in rope)
-            q, kk = apply_rotary(q, cos, sin), apply_rotary(kk, cos, sin)
+            q = q.view(B, Tq, h, k).transpose(1, 2)  # (B, h, Tq, k)
+            kk = kk.view(B, Tq, g, k).transpose(1, 2)  # (B, g, Tq, k)
+            v = v.view(B, Tq, g, k).transpose(1, 2)  # (B, g, Tq, k)
+            if rope is not None:
+                cos, sin = (t.to(q.dtype) for t in rope)
+                q, kk = apply_rotary(q, cos, sin), apply_rotary(kk, cos, sin)
+            if cache is not None:
+                kk, v = cache.update(kk, v)  # (B, g, Tk, k) each
         if mask is not None:
             mask = _mask_to(mask, q.dtype)
             is_causal = False
@@ -307,8 +342,14 @@ class DecoderBlock(nn.Module):
         self.norm2 = make_norm(spec)
         self.mlp = MLP(spec)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), rope)  # (B, T, C)
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: LayerKV | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), rope, cache, mask)  # (B, T, C)
         return x + self.mlp(self.norm2(x))
 
 
@@ -369,10 +410,15 @@ class TransformerLayer(nn.Module):
         memory_mask: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         is_causal: bool = False,
+        cache: LayerKV | None = None,
+        cross_cache: LayerKV | None = None,
     ) -> torch.Tensor:
         """``x`` (B, T, C); ``mask`` additive self-attention mask (or None with ``is_causal``);
-        ``memory`` (B, S, C) and its additive ``memory_mask`` (B, 1, 1, S) for cross-attention."""
-        x = self._sublayer(x, self.norm1, lambda y: self.attn(y, mask=mask, is_causal=is_causal, rope=rope))
+        ``memory`` (B, S, C) and its additive ``memory_mask`` (B, 1, 1, S) for cross-attention;
+        ``cache`` / ``cross_cache``: this layer's `LayerKV` for self- and cross-attention."""
+        x = self._sublayer(
+            x, self.norm1, lambda y: self.attn(y, mask=mask, is_causal=is_causal, rope=rope, cache=cache)
+        )
         if self.cross is not None:
-            x = self._sublayer(x, self.norm_cross, lambda y: self.cross(y, memory, mask=memory_mask))
+            x = self._sublayer(x, self.norm_cross, lambda y: self.cross(y, memory, mask=memory_mask, cache=cross_cache))
         return self._sublayer(x, self.norm2, self.mlp)  # (B, T, C)

@@ -55,7 +55,8 @@ class RelativePositionBias(nn.Module):
     """Learned scalar per (bucket, head), added to the attention logits of one stack.
 
     ``weight``: (num_buckets, n_heads), as Hugging Face's ``relative_attention_bias``.
-    ``forward(q_len, k_len)`` -> (1, n_heads, q_len, k_len) in the table's dtype.
+    ``forward(q_len, k_len, q_offset=0)`` -> (1, n_heads, q_len, k_len) in the table's dtype;
+    the queries sit at positions ``q_offset .. q_offset + q_len - 1`` (after a KV cache).
     """
 
     def __init__(self, num_buckets: int, n_heads: int, *, bidirectional: bool, max_distance: int = MAX_DISTANCE):
@@ -68,9 +69,9 @@ class RelativePositionBias(nn.Module):
     def reset_parameters(self, std: float = 0.02) -> None:
         nn.init.normal_(self.weight, mean=0.0, std=std)
 
-    def forward(self, q_len: int, k_len: int) -> torch.Tensor:
+    def forward(self, q_len: int, k_len: int, q_offset: int = 0) -> torch.Tensor:
         device = self.weight.device
-        query = torch.arange(q_len, device=device)[:, None]  # (Tq, 1)
+        query = torch.arange(q_offset, q_offset + q_len, device=device)[:, None]  # (Tq, 1)
         key = torch.arange(k_len, device=device)[None, :]  # (1, Tk)
         buckets = relative_position_bucket(
             key - query, bidirectional=self.bidirectional, num_buckets=self.num_buckets, max_distance=self.max_distance
