@@ -1,13 +1,15 @@
-"""A simple temperature / top-k sampler, for decoders and encoder-decoders (no KV cache).
+"""A simple temperature / top-k sampler for decoders and encoder-decoders, with a KV cache.
 
-Each step runs the model on the last ``spec.context`` ids, takes the last position's
-logits, divides them by the temperature (Ackley et al. 1985; Hinton et al. 2015,
-Sec. 2), keeps the ``top_k`` largest (Fan et al. 2018, Sec. 5.4) and draws from the
-softmax with a seeded ``torch.Generator``. Temperature 0 is greedy (argmax). An
+The prompt is prefilled into the model's KV cache in one pass, then each step feeds one
+token (past the context the window slides, and each step recomputes the last
+``spec.context`` ids). The last position's logits go through the processor chain of
+``lmforge.generate.processors``: divided by the temperature (Ackley et al. 1985; Hinton
+et al. 2015, Sec. 2), the ``top_k`` largest kept (Fan et al. 2018, Sec. 5.4), then a draw
+from the softmax with a seeded ``torch.Generator``; temperature 0 is greedy (argmax). An
 encoder-decoder encodes its input once and samples the decoder the same way
-(``sample_seq2seq``). Filtering goes through the processor chain of
-``lmforge.generate.processors``; the rest of the generation engine (KV cache, stop
-strings, streaming, beam search) comes with the generation issue.
+(``sample_seq2seq``), its cross-attention keys and values computed once. The rest of the
+generation engine (stop strings, streaming, batching, beam search) comes with the
+generation issue.
 """
 
 from __future__ import annotations
@@ -89,11 +91,19 @@ def sample(
     new: list[int] = []
     was_training = model.training
     model.eval()
+    # The KV cache holds at most the context; past it, the window slides and each step
+    # recomputes the last ``context`` tokens instead.
+    cache = model.new_cache() if hasattr(model, "new_cache") and len(prompt_ids) + max_new_tokens <= context else None
     try:
         with torch.inference_mode():
+            pending = ids  # (1, t): what the model has not seen yet
             for _ in range(max_new_tokens):
-                logits = model(ids[:, -context:])[:, -1, :].float()  # (1, V)
+                if cache is not None:
+                    logits = model(pending, cache=cache)[:, -1, :].float()  # (1, V)
+                else:
+                    logits = model(ids[:, -context:])[:, -1, :].float()  # (1, V)
                 next_id = _next_token(logits, temperature, top_k, generator)  # (1, 1)
+                pending = next_id
                 token = int(next_id.item())
                 if eos_id is not None and token == eos_id:
                     break
@@ -143,9 +153,15 @@ def sample_seq2seq(
     try:
         with torch.inference_mode():
             memory = model.encode(source, mask)  # (1, S, d)
+            cache = model.new_cache() if hasattr(model, "new_cache") else None
+            pending = decoded  # (1, t): decoder inputs not yet in the cache
             for _ in range(min(max_new_tokens, spec.context - 1)):
-                logits = model.decode(decoded, memory, mask)[:, -1, :].float()  # (1, V)
+                if cache is not None:
+                    logits = model.decode(pending, memory, mask, cache=cache)[:, -1, :].float()  # (1, V)
+                else:
+                    logits = model.decode(decoded, memory, mask)[:, -1, :].float()  # (1, V)
                 next_id = _next_token(logits, temperature, top_k, generator)
+                pending = next_id
                 token = int(next_id.item())
                 if eos_id is not None and token == eos_id:
                     break
