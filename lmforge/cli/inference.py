@@ -11,59 +11,114 @@ def generate(
     run_dir: str,
     /,
     *,
-    prompt: list[str],
-    max_new_tokens: int = 64,
-    temperature: float = 0.8,
-    top_k: int = 50,
-    seed: int = 0,
+    prompt: list[str] | None = None,
+    prompt_file: str | None = None,
+    whole_file: bool = False,
+    config: str | None = None,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    repetition_penalty: float | None = None,
+    stop: list[str] | None = None,
+    seed: int | None = None,
+    num_samples: int | None = None,
+    stream: bool = False,
     json: bool = False,
 ) -> None:
     """Sample text from a trained run: a decoder continues each prompt; an encoder-decoder
     maps each prompt (its input) to an output.
 
-    In an encoder-decoder's input, <mask> and <|sentinel_0|> ... stand for those tokens
-    (BART and T5 fill them in). Temperature 0 is greedy; top-k keeps the k most probable
-    tokens. The full generation
-    settings (top-p, min-p, repetition penalty, stop strings, streaming, beam search)
-    come with the generation engine.
+    Settings come from the GenerateConfig defaults, then --config (a YAML file of the same
+    names), then the flags given here. Several prompts run as one left-padded batch with a
+    KV cache. In an encoder-decoder's input, <mask> and <|sentinel_0|> ... stand for those
+    tokens (BART and T5 fill them in).
 
     Args:
         run_dir: a run directory written by lmforge train
         prompt: one or more prompts (inputs, for an encoder-decoder)
-        max_new_tokens: tokens to generate at most
-        temperature: sampling temperature (0 = greedy)
-        top_k: keep the k most probable tokens
-        seed: sampling seed (same seed, same text)
-        json: print JSON instead of text
+        prompt_file: a UTF-8 file of prompts, one per non-empty line (or the whole file as
+            one prompt with --whole-file)
+        whole_file: read --prompt-file as a single prompt
+        config: a YAML file of generation settings (GenerateConfig)
+        max_new_tokens: new tokens per output at most; 0 prints the prompt (default 64)
+        temperature: sampling temperature, 0 = greedy (default 0.8)
+        top_k: keep the k most probable tokens, 0 = off (default 50)
+        top_p: nucleus sampling, keep the smallest set reaching p, 1 = off (default 1.0)
+        min_p: keep tokens with p >= min_p x p_max, 0 = off (default 0.0)
+        repetition_penalty: > 1 discourages repeating tokens, 1 = off (default 1.0)
+        stop: strings that end an output (before the stop string); any number
+        seed: sampling seed; same seed, same text (default 0)
+        num_samples: outputs per prompt, seeds seed, seed+1, ... (default 1)
+        stream: print the text as it is generated (one prompt, one sample)
+        json: print JSON (prompt, ids, text, logprobs, finish_reason per output)
 
     Examples:
-        lmforge generate runs/quickstart --prompt "Return the"
+        lmforge generate runs/quickstart --prompt "Return the" --stop "\n\n"
+        lmforge generate runs/quickstart --prompt-file prompts.txt --top-p 0.9 --json
         lmforge generate runs/t5 --prompt "summarize: ..." --temperature 0
     """
+    import sys
+
     from lmforge.errors import UserError
-    from lmforge.generate.fill_mask import encode_with_marks
-    from lmforge.generate.sample import sample, sample_seq2seq
+    from lmforge.generate.config import GenerateConfig
+
+    settings = GenerateConfig.from_yaml(config) if config else GenerateConfig()
+    settings = settings.replace(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                                min_p=min_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed,
+                                num_samples=num_samples)
+    prompts = list(prompt or []) + _read_prompts(prompt_file, whole_file)
+    if not prompts:
+        raise UserError("no prompt given", None, "pass --prompt TEXT or --prompt-file PATH")
+
+    from lmforge.generate.engine import generate as run_generation
     from lmforge.train.run_dir import load_run
 
     run = load_run(Path(run_dir))
-    tok = run.tokenizer
-    outputs = []
-    for text in prompt:
-        ids = encode_with_marks(tok, text) if run.spec.family == "encoder-decoder" else tok.encode(text)
-        options = dict(temperature=temperature, top_k=top_k, seed=seed, eos_id=tok.eos_id)
-        if run.spec.family == "decoder":
-            new = sample(run.model, ids, max_new_tokens, **options)
-        elif run.spec.family == "encoder-decoder":
-            new = sample_seq2seq(run.model, ids, max_new_tokens, decoder_start_id=tok.bos_id, **options)
-        else:
-            raise UserError("an encoder does not generate text", run_dir, "use lmforge fill-mask with this run")
-        outputs.append({"prompt": text, "ids": new, "text": tok.decode(new)})
+    if run.spec.family == "encoder":
+        raise UserError("an encoder does not generate text", run_dir, "use lmforge fill-mask with this run")
+    decoder = run.spec.family == "decoder"
+    streaming = stream and not json and len(prompts) * settings.num_samples == 1
+    if streaming:
+        sys.stdout.write(prompts[0] if decoder else prompts[0] + "\n-> ")
+
+        def on_token(row: int, piece: str) -> None:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+
+    results = run_generation(run.model, run.tokenizer, prompts, settings, on_token if streaming else None)
     if json:
-        print_json(outputs)
+        print_json([r.to_dict() for r in results])
         return
-    for out in outputs:
-        joiner = "" if run.spec.family == "decoder" else "\n-> "
-        print_lines(f"[bold]{out['prompt']}[/bold]{joiner}{out['text']}")
+    if streaming:
+        sys.stdout.write("\n")
+        return
+    from rich.markup import escape
+
+    for out in results:
+        joiner = "" if decoder else "\n-> "
+        print_lines(f"[bold]{escape(out.prompt)}[/bold]{joiner}{escape(out.text)}")
+
+
+def _read_prompts(path: str | None, whole: bool) -> list[str]:
+    """Prompts from a file: one per non-empty line, or the whole text as one."""
+    from lmforge.errors import UserError
+
+    if path is None:
+        if whole:
+            raise UserError("--whole-file needs --prompt-file", None, "pass --prompt-file PATH")
+        return []
+    file = Path(path)
+    if not file.is_file():
+        raise UserError("prompt file not found", path, "pass the path of a UTF-8 text file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError("the prompt file is not UTF-8 text", path, "save it as UTF-8") from None
+    if whole:
+        return [text]
+    return [line for line in text.splitlines() if line.strip()]
 
 
 def fill_mask(run_dir: str, text: str, /, *, top_k: int = 5, json: bool = False) -> None:
