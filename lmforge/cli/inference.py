@@ -96,8 +96,11 @@ def generate(
         return
     from rich.markup import escape
 
-    for out in results:
+    for index, out in enumerate(results):
         joiner = "" if decoder else "\n-> "
+        if len(results) > 1:  # a header per output keeps several multi-line outputs apart
+            print_lines(f"[dim]--- prompt {index // settings.num_samples + 1}, sample {out.sample + 1} "
+                        f"({out.finish_reason})[/dim]")
         print_lines(f"[bold]{escape(out.prompt)}[/bold]{joiner}{escape(out.text)}")
 
 
