@@ -24,6 +24,8 @@ def generate(
     stop: list[str] | None = None,
     seed: int | None = None,
     num_samples: int | None = None,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
     stream: bool = False,
     json: bool = False,
 ) -> None:
@@ -51,6 +53,8 @@ def generate(
         stop: strings that end an output (before the stop string); any number
         seed: sampling seed; same seed, same text (default 0)
         num_samples: outputs per prompt, seeds seed, seed+1, ... (default 1)
+        num_beams: beam search with this many beams (encoder-decoders; 1 = the sampling settings)
+        length_penalty: beam search ranks by log-probability / length ** length_penalty
         stream: print the text as it is generated (one prompt, one sample)
         json: print JSON (prompt, ids, text, logprobs, finish_reason per output)
 
@@ -79,6 +83,12 @@ def generate(
     if run.spec.family == "encoder":
         raise UserError("an encoder does not generate text", run_dir, "use lmforge fill-mask with this run")
     decoder = run.spec.family == "decoder"
+    if num_beams != 1:
+        if decoder:
+            raise UserError("beam search is for encoder-decoders", f"--num-beams {num_beams}",
+                            "sample a decoder (--temperature, --top-p ...) or use --num-beams 1")
+        _beam_outputs(run, prompts, settings.max_new_tokens, num_beams, length_penalty, json)
+        return
     streaming = stream and not json and len(prompts) * settings.num_samples == 1
     if streaming:
         sys.stdout.write(prompts[0] if decoder else prompts[0] + "\n-> ")
@@ -147,3 +157,28 @@ def fill_mask(run_dir: str, text: str, /, *, top_k: int = 5, json: bool = False)
     for index, candidates in enumerate(results):
         print_table(f"<mask> {index + 1} in {text!r}", ["rank", "token", "probability"],
                     [[str(rank + 1), repr(c.token), f"{c.probability:.3f}"] for rank, c in enumerate(candidates)])
+
+
+def _beam_outputs(run, prompts: list[str], max_new_tokens: int, num_beams: int, length_penalty: float,
+                  json: bool) -> None:
+    """Beam search each input of an encoder-decoder and print the best hypotheses."""
+    from rich.markup import escape
+
+    from lmforge.generate.beam import beam_hypotheses
+    from lmforge.generate.fill_mask import encode_with_marks
+
+    tok = run.tokenizer
+    outputs = []
+    for text in prompts:
+        best = beam_hypotheses(run.model, encode_with_marks(tok, text), num_beams=num_beams,
+                               max_new_tokens=min(max_new_tokens, run.spec.context), decoder_start_id=tok.bos_id,
+                               eos_id=tok.eos_id, length_penalty=length_penalty)
+        outputs.append({"prompt": text, "beams": [{"ids": h.ids, "text": tok.decode(h.ids), "logprob": h.logprob,
+                                                   "score": h.score, "ended": h.ended} for h in best]})
+    if json:
+        print_json(outputs)
+        return
+    for out in outputs:
+        top = out["beams"][0]
+        print_lines(f"[bold]{escape(out['prompt'])}[/bold]\n-> {escape(top['text'])}  "
+                    f"[dim](log-prob {top['logprob']:.2f}, {num_beams} beams)[/dim]")
