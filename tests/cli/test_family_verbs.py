@@ -114,3 +114,15 @@ def test_marks_become_special_tokens():
     ids = encode_with_marks(tok, "the capital of <|sentinel_0|> is <mask>.")
     assert tok.sentinel_ids[0] in ids and tok.mask_id in ids
     assert tok.sentinel_ids[0] not in tok.encode("the capital of <|sentinel_0|>")
+
+
+def test_generate_from_a_run_without_weights(tmp_path, corpus, capsys):
+    """A run directory whose weights are gone -> one-line error, exit 2."""
+    import shutil
+
+    run_dir = train_run(capsys, tmp_path, corpus, "gone", "tiny-gpt2")
+    (run_dir / "model.safetensors").unlink()
+    shutil.rmtree(run_dir / "checkpoints")
+    (run_dir / "latest").unlink()
+    code, _, err = run(capsys, "generate", run_dir, "--prompt", "hello")
+    assert code == 2 and err.count("\n") == 1 and "has no weights" in err, err

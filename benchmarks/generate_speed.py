@@ -1,0 +1,214 @@
+"""Generation speed: lmforge's cached engine against Hugging Face transformers' ``generate()``.
+
+A small GPT-2-shaped decoder (6 layers, d_model 384, 6 heads, vocab 8192, context 512) is
+built with lmforge, its weights are copied into a ``GPT2LMHeadModel`` of identical shape
+(Conv1D weights are the transpose of nn.Linear's; GELU tanh is transformers' "gelu_new"),
+and the two are checked to give the same logits (fp32) before anything is timed.
+
+Timed: new tokens per second for 256 new tokens from a 16-token random prompt, at batch 1
+and batch 8, greedy and sampled (temperature 1, top-k 50), fp32 and bf16, lmforge and
+transformers alternating in one process, median of ``--runs``. Both sides make exactly 256
+tokens: transformers with ``min_new_tokens = max_new_tokens = 256`` and no eos; lmforge's
+engine (`lmforge.generate.engine.generate`, the real path: prefill, then one token per
+step through the KV cache and `LogitsChain`) with a stub tokenizer that has no eos.
+Also lmforge's no-cache loop at batch 1 (the whole sequence recomputed every step), to
+show what the cache buys (Pope et al. 2022, Sec. 2).
+
+Run from the repository root: ``python benchmarks/generate_speed.py``; prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import machine  # noqa: E402
+
+from lmforge.generate.config import GenerateConfig  # noqa: E402
+from lmforge.generate.engine import generate as lmforge_generate  # noqa: E402
+from lmforge.generate.processors import LogitsChain  # noqa: E402
+from lmforge.models.build import build_model  # noqa: E402
+from lmforge.plan.specs import ModelSpec  # noqa: E402
+
+SPEC = ModelSpec(n_decoder_layers=6, d_model=384, n_heads=6, vocab_size=8192, context=512, name="gpt2-small-bench")
+PROMPT_LEN = 16
+NEW_TOKENS = 256
+SETTINGS = {"greedy": {"temperature": 0.0, "top_k": 0}, "top_k=50": {"temperature": 1.0, "top_k": 50}}
+
+
+class StubTokenizer:
+    """Token ids written as text ("12 7 993"): lets the engine run without a trained tokenizer.
+
+    ``decode`` returns "" (no stop strings, nothing streamed) so it costs nothing; no eos."""
+
+    eos_id = None
+    bos_id = None
+
+    def encode(self, text: str) -> list[int]:
+        return [int(t) for t in text.split()]
+
+    def decode(self, ids: list[int]) -> str:
+        return ""
+
+
+def to_hf(model: torch.nn.Module):
+    """A ``GPT2LMHeadModel`` of the same shape holding ``model``'s weights (copied)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    spec = model.spec
+    config = GPT2Config(
+        vocab_size=spec.vocab_size, n_positions=spec.context, n_embd=spec.d_model, n_layer=spec.n_decoder_layers,
+        n_head=spec.n_heads, n_inner=spec.ffn, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0, layer_norm_epsilon=1e-5, tie_word_embeddings=True, bos_token_id=None, eos_token_id=None,
+        pad_token_id=0,
+    )
+    hf = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        t = hf.transformer
+        t.wte.weight.copy_(model.tok_emb.weight)
+        t.wpe.weight.copy_(model.pos_emb.weight)
+        for ours, theirs in zip(model.blocks, t.h, strict=True):
+            theirs.ln_1.load_state_dict(ours.norm1.state_dict())
+            theirs.ln_2.load_state_dict(ours.norm2.state_dict())
+            # Conv1D keeps weight as (in, out): the transpose of nn.Linear's (out, in); qkv rows [q|k|v] either way
+            for conv, lin in ((theirs.attn.c_attn, ours.attn.qkv), (theirs.attn.c_proj, ours.attn.proj),
+                              (theirs.mlp.c_fc, ours.mlp.fc), (theirs.mlp.c_proj, ours.mlp.proj)):
+                conv.weight.copy_(lin.weight.t())
+                conv.bias.copy_(lin.bias)
+        t.ln_f.load_state_dict(model.final_norm.state_dict())
+    hf.tie_weights()
+    assert hf.lm_head.weight.data_ptr() == t.wte.weight.data_ptr(), "HF head is not tied"
+    return hf
+
+
+def check_same_logits(model, hf) -> float:
+    idx = torch.randint(0, SPEC.vocab_size, (2, 64), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        ours = model(idx)
+        theirs = hf(idx).logits
+    diff = float((ours - theirs).abs().max())
+    assert torch.allclose(ours, theirs, atol=1e-4, rtol=0), f"logits differ by {diff}"
+    return diff
+
+
+def greedy_agreement(model, hf, prompt: list[int]) -> int:
+    """How many of the 256 greedy fp32 tokens the two sides agree on before the first difference."""
+    config = GenerateConfig(max_new_tokens=NEW_TOKENS, temperature=0.0, top_k=0)
+    ours = lmforge_generate(model, StubTokenizer(), [" ".join(map(str, prompt))], config)[0].ids
+    idx = torch.tensor([prompt])  # (1, P)
+    with torch.inference_mode():
+        theirs = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=NEW_TOKENS,
+                             min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0, eos_token_id=None)
+    theirs = theirs[0, len(prompt):].tolist()
+    return next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b), len(ours))
+
+
+def run_lmforge(model, prompts: list[list[int]], setting: dict) -> int:
+    config = GenerateConfig(max_new_tokens=NEW_TOKENS, temperature=setting["temperature"], top_k=setting["top_k"])
+    results = lmforge_generate(model, StubTokenizer(), [" ".join(map(str, p)) for p in prompts], config)
+    made = sum(len(r.ids) for r in results)
+    assert made == NEW_TOKENS * len(prompts), made
+    return made
+
+
+def run_hf(hf, prompts: list[list[int]], setting: dict) -> int:
+    idx = torch.tensor(prompts)  # (B, P)
+    kwargs = {"do_sample": False} if setting["temperature"] == 0 else {
+        "do_sample": True, "temperature": setting["temperature"], "top_k": setting["top_k"], "top_p": 1.0}
+    with torch.inference_mode():
+        out = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=NEW_TOKENS,
+                          min_new_tokens=NEW_TOKENS, pad_token_id=0, eos_token_id=None, **kwargs)
+    made = (out.shape[1] - idx.shape[1]) * idx.shape[0]
+    assert made == NEW_TOKENS * len(prompts), made
+    return made
+
+
+def run_no_cache(model, prompts: list[list[int]], setting: dict) -> int:
+    """Recompute the whole sequence every step (same LogitsChain, greedy argmax / draws)."""
+    chain = LogitsChain.from_settings(temperature=setting["temperature"], top_k=setting["top_k"])
+    gen = torch.Generator().manual_seed(0)
+    seq = torch.tensor(prompts)  # (B, P)
+    with torch.inference_mode():
+        for _ in range(NEW_TOKENS):
+            logits = model(seq)[:, -1, :].float()  # (B, V)
+            seq = torch.cat((seq, chain.next_token(logits, seq, generator=gen)), dim=1)  # (B, T + 1)
+    return NEW_TOKENS * len(prompts)
+
+
+def timed(fn, *args) -> float:
+    """Tokens per second of one call."""
+    start = time.perf_counter()
+    made = fn(*args)
+    return made / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    args = parser.parse_args()
+    import transformers
+
+    torch.manual_seed(0)
+    model = build_model(SPEC).eval()
+    hf = to_hf(model)
+    diff = check_same_logits(model, hf)
+    gen = torch.Generator().manual_seed(0)
+    prompt_pool = torch.randint(0, SPEC.vocab_size, (max(args.batches), PROMPT_LEN), generator=gen).tolist()
+    agree = greedy_agreement(model, hf, prompt_pool[0])
+
+    results: dict[str, dict] = {}
+    for dtype_name in args.dtypes:
+        dtype = getattr(torch, dtype_name)
+        model.to(dtype)
+        hf.to(dtype)
+        for setting_name, setting in SETTINGS.items():
+            for batch in args.batches:
+                prompts = prompt_pool[:batch]
+                run_lmforge(model, prompts, setting)  # warm-up both sides
+                run_hf(hf, prompts, setting)
+                ours, theirs = [], []
+                for _ in range(args.runs):  # alternate
+                    ours.append(timed(run_lmforge, model, prompts, setting))
+                    theirs.append(timed(run_hf, hf, prompts, setting))
+                key = f"{dtype_name}/{setting_name}/batch{batch}"
+                results[key] = {
+                    "lmforge_tok_s": round(statistics.median(ours), 1),
+                    "transformers_tok_s": round(statistics.median(theirs), 1),
+                    "ratio": round(statistics.median(ours) / statistics.median(theirs), 2),
+                }
+                print(key, results[key], file=sys.stderr, flush=True)
+    model.float()
+    no_cache = statistics.median(timed(run_no_cache, model, prompt_pool[:1], SETTINGS["greedy"])
+                                 for _ in range(max(1, args.runs - 1)))
+    cached = results.get("float32/greedy/batch1", {}).get("lmforge_tok_s")
+    report = {
+        "benchmark": "generate_speed",
+        "machine": machine(),
+        "transformers": transformers.__version__,
+        "settings": {
+            "model": {"n_layers": SPEC.n_decoder_layers, "d_model": SPEC.d_model, "n_heads": SPEC.n_heads,
+                      "vocab_size": SPEC.vocab_size, "context": SPEC.context, "params": model.num_params()},
+            "prompt_tokens": PROMPT_LEN, "new_tokens": NEW_TOKENS, "runs": args.runs, "statistic": "median",
+            "sampling": SETTINGS, "max_abs_logit_diff_fp32": diff,
+            "greedy_fp32_tokens_identical_of_256": agree,
+        },
+        "results": results,
+        "lmforge_no_cache_fp32_greedy_batch1_tok_s": round(no_cache, 1),
+        "cache_speedup_fp32_greedy_batch1": round(cached / no_cache, 2) if cached else None,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
