@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from lmforge.cli.output import print_lines, print_table
-from lmforge.plan.units import format_bytes, format_count, format_duration
+from lmforge.plan.units import format_count
 
 
 def log(message: str) -> None:
@@ -56,5 +56,3 @@ def train_result(result) -> None:
         f"run directory: {result.run_dir} (report.json has predicted vs measured)",
     )
 
-
-__all__ = ["log", "tokenizer", "manifest", "evaluation", "train_result", "format_bytes", "format_duration"]

@@ -1,15 +1,13 @@
-"""A simple temperature / top-k sampler for decoders and encoder-decoders, with a KV cache.
+"""A simple single-prompt temperature / top-k sampler for decoders, with a KV cache.
 
 The prompt is prefilled into the model's KV cache in one pass, then each step feeds one
 token (past the context the window slides, and each step recomputes the last
 ``spec.context`` ids). The last position's logits go through the processor chain of
 ``lmforge.generate.processors``: divided by the temperature (Ackley et al. 1985; Hinton
 et al. 2015, Sec. 2), the ``top_k`` largest kept (Fan et al. 2018, Sec. 5.4), then a draw
-from the softmax with a seeded ``torch.Generator``; temperature 0 is greedy (argmax). An
-encoder-decoder encodes its input once and samples the decoder the same way
-(``sample_seq2seq``), its cross-attention keys and values computed once. The rest of the
-generation engine (stop strings, streaming, batching, beam search) comes with the
-generation issue.
+from the softmax with a seeded ``torch.Generator``; temperature 0 is greedy (argmax).
+Batched prompts, encoder-decoders, stop strings, streaming and the other settings are in
+``lmforge.generate.engine``; beam search in ``lmforge.generate.beam``.
 """
 
 from __future__ import annotations
@@ -121,52 +119,3 @@ def _next_token(
     through the processor chain (``lmforge.generate.processors``; top_k >= vocab keeps all)."""
     chain = LogitsChain.from_settings(temperature=temperature, top_k=top_k)
     return chain.next_token(logits, None, generator)
-
-
-def sample_seq2seq(
-    model: nn.Module,
-    input_ids: list[int],
-    max_new_tokens: int,
-    *,
-    decoder_start_id: int,
-    temperature: float = 0.8,
-    top_k: int | None = 50,
-    seed: int = 0,
-    eos_id: int | None = None,
-) -> list[int]:
-    """An encoder-decoder's output for ``input_ids``: the encoder runs once, the decoder
-    samples from ``decoder_start_id`` on, as ``sample`` does (new ids only, no eos)."""
-    _check_args(model, input_ids, max_new_tokens, temperature, top_k, eos_id)
-    spec = model.spec
-    if len(input_ids) > spec.context:
-        raise UserError("the input is longer than the model's context", len(input_ids),
-                        f"give at most {spec.context} tokens")
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    source = torch.tensor([list(input_ids)], dtype=torch.long, device=device)  # (1, S)
-    mask = torch.ones_like(source, dtype=torch.bool)  # (1, S)
-    decoded = torch.tensor([[decoder_start_id]], dtype=torch.long, device=device)  # (1, 1)
-    new: list[int] = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            memory = model.encode(source, mask)  # (1, S, d)
-            cache = model.new_cache() if hasattr(model, "new_cache") else None
-            pending = decoded  # (1, t): decoder inputs not yet in the cache
-            for _ in range(min(max_new_tokens, spec.context - 1)):
-                if cache is not None:
-                    logits = model.decode(pending, memory, mask, cache=cache)[:, -1, :].float()  # (1, V)
-                else:
-                    logits = model.decode(decoded, memory, mask)[:, -1, :].float()  # (1, V)
-                next_id = _next_token(logits, temperature, top_k, generator)
-                pending = next_id
-                token = int(next_id.item())
-                if eos_id is not None and token == eos_id:
-                    break
-                new.append(token)
-                decoded = torch.cat((decoded, next_id), dim=1)
-    finally:
-        model.train(was_training)
-    return new

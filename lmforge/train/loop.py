@@ -32,7 +32,7 @@ from lmforge.train.objective import EVAL_SEED_OFFSET, Objective, micro_batch_rng
 from lmforge.train.optim import build_optimizer
 from lmforge.train.peak import peak_flops
 from lmforge.train.plots import plot_loss
-from lmforge.train.preflight import Prediction, predict, write_report
+from lmforge.train.preflight import predict, write_report
 from lmforge.train.schedule import learning_rate
 from lmforge.train.signals import StopRequests
 from lmforge.train.validation import EvalResult, combine, evaluate_objective, evaluate_stream
@@ -294,5 +294,3 @@ def _warn_epochs(data: RunData, step: int, sequences: int, max_epochs: float, lo
             log(f"warning: source {name} {verb} {epochs:.1f} times (more than data.max_epochs={max_epochs:g}); "
                 "add data or train on fewer tokens")
 
-
-__all__ = ["TrainResult", "train", "evaluate_sources", "pick_device", "Prediction"]
