@@ -123,6 +123,34 @@ class TrainConfig:
 
 
 @dataclass
+class ParallelConfig:
+    """How the run is spread over processes (launched with torchrun).
+
+    ``strategy``: auto (``single`` outside torchrun, ``ddp`` under it), single, ddp,
+    zero1 (DDP + ZeroRedundancyOptimizer), zero2 (FSDP2, gradients and optimizer states
+    sharded) or zero3 (FSDP2, parameters too); Rajbhandari et al. 2020 (ZeRO), Sec. 5.
+    ``backend``: auto picks nccl on GPUs, gloo on CPUs.
+    """
+
+    strategy: Literal["auto", "single", "ddp", "zero1", "zero2", "zero3"] = "auto"
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    timeout: float = 300.0  # seconds a collective may wait for a missing rank before the job stops
+
+
+@dataclass
+class QATConfig:
+    """Quantization-aware training: fake-quantize every quantized linear's weight in the
+    forward pass, straight-through gradients (Jacob et al. 2018; Bengio et al. 2013).
+
+    ``lmforge train --init-from RUN --qat int4 --qat.group_size 32``.
+    """
+
+    precision: Literal["none", "int8", "int4"] = "none"
+    group_size: int = 32  # int4: input features per scale/zero group
+    keep_embeddings: bool = True  # embeddings and output head stay in 16 bits (as lmforge quantize does)
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     out_dir: str = "runs"
@@ -130,6 +158,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    qat: QATConfig = field(default_factory=QATConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -156,6 +186,8 @@ def _fields(cls: type) -> dict[str, Any]:
 
 
 KEYS: dict[str, Any] = _fields(RunConfig)
+# A section name given a value stands for one of its keys: --qat int4 is --qat.precision int4.
+SHORTHANDS = {"qat": "qat.precision", "parallel": "parallel.strategy"}
 
 
 def _type_name(kind: Any) -> str:
@@ -269,10 +301,11 @@ def _check_key(key: str) -> None:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults, then the YAML file at ``path``, then ``overrides`` (dotted keys)."""
     values: dict[str, Any] = {}
-    if path is not None:
-        values.update(_read_yaml(Path(path)))
-    for key, value in (overrides or {}).items():
-        values[key.replace("-", "_")] = value
+    given = dict(_read_yaml(Path(path))) if path is not None else {}
+    given.update(overrides or {})
+    for key, value in given.items():
+        key = key.replace("-", "_")
+        values[SHORTHANDS.get(key, key)] = value
     for key in values:
         _check_key(key)
     return build_config({key: coerce(key, value, KEYS[key]) for key, value in values.items()})

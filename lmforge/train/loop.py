@@ -16,6 +16,7 @@ import contextlib
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,8 +125,14 @@ def evaluate_sources(
 
 
 def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = None, quiet: bool = False,
-          log=print) -> TrainResult:
-    """Run (or resume) the training described by ``config``."""
+          log=print, model_hook: Callable[[torch.nn.Module], None] | None = None) -> TrainResult:
+    """Run (or resume) the training described by ``config``.
+
+    ``model_hook(model)`` runs on the built (and ``init_from``-loaded) model before the
+    optimizer and any distribution wrapper see it; features above this layer use it
+    (quantization-aware training swaps in fake-quantized linears there). It must keep
+    the parameter names, so checkpoints stay loadable by a plain model.
+    """
     t = config.train
     if t.precision == "fp16" and pick_device(t.device).type != "cuda":
         raise UserError("fp16 training needs a GPU (loss scaling)", "train.precision=fp16", "use bf16 on the CPU")
@@ -133,7 +140,7 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
     run_dir = _prepare_run_dir(config, resume)
     try:
         return _train(config, run_dir, sequences, accumulation, resume=resume, init_from=init_from, quiet=quiet,
-                      log=log)
+                      log=log, model_hook=model_hook)
     except BaseException:
         if not resume and latest_checkpoint(run_dir) is None:  # nothing worth keeping: leave nothing behind
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -141,7 +148,7 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
 
 
 def _train(config: RunConfig, run_dir: Path, sequences: int, accumulation: int, *, resume: bool,
-           init_from: Path | None, quiet: bool, log) -> TrainResult:
+           init_from: Path | None, quiet: bool, log, model_hook=None) -> TrainResult:
     t = config.train
     torch.manual_seed(t.seed)
     device = pick_device(t.device)
@@ -153,6 +160,8 @@ def _train(config: RunConfig, run_dir: Path, sequences: int, accumulation: int, 
     model = build_model(spec).to(device)
     if init_from is not None:
         load_checkpoint(Path(init_from), model, restore_rng=False)
+    if model_hook is not None:
+        model_hook(model)
     optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), eps=t.eps)
     n_params = sum(p.numel() for p in model.parameters())
     peak, peak_source = peak_flops(device, t.precision, t.peak_tflops)
