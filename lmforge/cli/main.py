@@ -7,6 +7,7 @@ Errors a user can cause print one line ``error: ...`` and exit with code 2;
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from lmforge.errors import UserError
 def _verbs() -> dict[str, Callable | dict[str, Callable]]:
     """Verb name -> function (or sub-verb -> function). Verb modules import nothing heavy
     at module level: torch is imported inside the verbs that need it."""
-    from lmforge.cli import inference, planning, pretraining
+    from lmforge.cli import inference, planning, pretraining, quantize
 
     return {
         "plan": planning.plan,
@@ -32,6 +33,7 @@ def _verbs() -> dict[str, Callable | dict[str, Callable]]:
         "eval": pretraining.evaluate,
         "generate": inference.generate,
         "fill-mask": inference.fill_mask,
+        "quantize": quantize.quantize,
         "quickstart": pretraining.quickstart,
     }
 
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # under torchrun every rank reports; rank 0 plainly
+        print(f"error: {exc}" if rank == "0" else f"error (rank {rank}): {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

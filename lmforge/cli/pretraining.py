@@ -99,9 +99,11 @@ def train(
     init_from: str | None = None,
     quiet: bool = False,
     json: bool = False,
+    force: bool = False,
     overrides: list[str] | None = None,
 ) -> None:
-    """Pretrain (or continue pretraining) a language model of any family on one process.
+    """Pretrain (or continue pretraining) a language model of any family, in one process
+    or on many under torchrun (--parallel.strategy ddp|zero1|zero2|zero3).
 
     The run is described by a YAML config and dotted overrides of any key
     (--train.lr 3e-4, --model.preset tiny-llama, --data.seq_len 512 ...). Writes
@@ -117,12 +119,14 @@ def train(
         init_from: a run directory whose weights start this new run (continued pretraining)
         quiet: no progress bar: one line per log step
         json: print the result (steps, tokens, speed, validation) as JSON at the end
+        force: train even when the preflight predicts that the run will not fit in device memory
         overrides: --section.key VALUE pairs
 
     Examples:
         lmforge train --data general=books.txt --train.max_tokens 20M --name books
         lmforge train --config run.yaml --train.lr 3e-4 --tokens auto
         lmforge train --resume runs/books
+        lmforge train --init-from runs/books --qat int4 --qat.group-size 32 --name books-qat --train.max-steps 200
     """
     from lmforge.train.config import load_config, parse_overrides
     from lmforge.train.loop import train as run_training
@@ -139,10 +143,18 @@ def train(
     if tokens is not None:
         values["train.max_tokens"] = tokens
     run_config = load_config(config, values)
+    hook = None
+    if run_config.qat.precision != "none":  # quantization-aware training (--qat int4)
+        from lmforge.quantize.qat import qat_hook
+
+        hook = qat_hook(run_config.qat)
     # With --json, stdout carries only the JSON: progress and messages go to stderr.
     with contextlib.redirect_stdout(sys.stderr) if json else contextlib.nullcontext():
         result = run_training(run_config, resume=resume is not None,
-                              init_from=Path(init_from) if init_from else None, quiet=quiet or json, log=tables.log)
+                              init_from=Path(init_from) if init_from else None, quiet=quiet or json, log=tables.log,
+                              model_hook=hook, force=force)
+    if not result.main:  # another rank of a torchrun job: rank 0 reports
+        return
     if json:
         print_json({"run_dir": str(result.run_dir), "steps": result.steps, "tokens": result.tokens,
                     "final_loss": result.final_loss, "tokens_per_second": result.tokens_per_second,

@@ -40,6 +40,20 @@ _SHARDED: dict[str, tuple[str, ...]] = {
     "zero2": ("optimizer_states", "master_weights", "gradients"),
     "zero3": ("optimizer_states", "master_weights", "gradients", "weights"),
 }
+# Two ways to train in mixed precision (``recipe``):
+#  master:   16-bit weights and gradients plus an fp32 master copy (ZeRO Sec. 3.1; DeepSpeed, Megatron);
+#  autocast: fp32 weights (they are the master) and fp32 gradients, 16-bit copies made for compute
+#            (torch.autocast; FSDP2's MixedPrecisionPolicy with reduce_dtype fp32): what lmforge train does.
+RECIPES: tuple[str, ...] = ("master", "autocast")
+# What FSDP2 / ZeroRedundancyOptimizer shard under the autocast recipe: FSDP2 shards the
+# fp32 parameters at rest in both zero2 (reshard_after_forward=False) and zero3.
+_SHARDED_AUTOCAST: dict[str, tuple[str, ...]] = {
+    "single": (),
+    "ddp": (),
+    "zero1": ("optimizer_states",),
+    "zero2": ("optimizer_states", "gradients", "weights"),
+    "zero3": ("optimizer_states", "gradients", "weights"),
+}
 
 
 # ---- training: bytes per parameter ----------------------------------------------------
@@ -86,9 +100,10 @@ def training_bytes_per_param(precision: str = "bf16", optimizer: str = "adamw") 
     return BytesPerParam(precision, optimizer, width, width, states, 4.0 if mixed else 0.0)
 
 
-def _full_state_bytes(n_params: int, precision: str, optimizer: str) -> dict[str, int]:
-    """Exact unsharded bytes of each model state for an integer parameter count."""
-    per = training_bytes_per_param(precision, optimizer)
+def _full_state_bytes(n_params: int, precision: str, optimizer: str, recipe: str = "master") -> dict[str, int]:
+    """Exact unsharded bytes of each model state for an integer parameter count (the
+    autocast recipe keeps fp32 weights and gradients and no master copy)."""
+    per = training_bytes_per_param(precision if recipe == "master" else "fp32", optimizer)
     states = (
         2 * n_params + 8 * -(-n_params // ADAM8BIT_BLOCK)
         if optimizer == "adam8bit"
@@ -117,19 +132,21 @@ def _check_strategy(strategy: str, n_gpus: int, offload_optimizer: bool) -> None
         )
 
 
-def _place(full: dict[str, Any], strategy: str, n_gpus: int, offload: bool, exact: bool) -> tuple[dict, Any]:
+def _place(full: dict[str, Any], strategy: str, n_gpus: int, offload: bool, exact: bool,
+           recipe: str = "master") -> tuple[dict, Any]:
     """Per-GPU bytes of each state and the CPU bytes per GPU process (ZeRO Sec. 5: a
     sharded state is split into N equal partitions, padded; ZeRO-Offload, Ren et al.
     2021: optimizer states and fp32 master weights live in CPU memory, still sharded)."""
+    sharded = (_SHARDED if recipe == "master" else _SHARDED_AUTOCAST)[strategy]
     gpu = {}
     for name in _STATES:
         value = full[name]
-        if name in _SHARDED[strategy]:
+        if name in sharded:
             value = -(-value // n_gpus) if exact else value / n_gpus
         gpu[name] = value
     cpu = 0 if exact else 0.0
     if offload:
-        for name in ("optimizer_states", "master_weights"):
+        for name in ("optimizer_states", "master_weights") if recipe == "master" else ("optimizer_states",):
             cpu += gpu[name]
             gpu[name] = 0 if exact else 0.0
     return gpu, cpu
@@ -288,6 +305,7 @@ def training_memory(
     margin_fraction: float = MARGIN_FRACTION,
     source_len: int | None = None,
     margin_fixed_bytes: int = MARGIN_FIXED_BYTES,
+    recipe: str = "master",
 ) -> TrainingMemory:
     """Bytes on each GPU to train ``spec`` with a per-GPU ``micro_batch`` of ``seq_len``.
 
@@ -303,7 +321,17 @@ def training_memory(
     the CUDA context and allocator fragmentation: an estimate, not a measurement.
     ``seq_len`` (default: the context) is the decoder length; ``source_len`` the
     encoder length of an encoder-decoder (default: seq_len).
+
+    ``recipe="autocast"`` is lmforge's own training (``lmforge train``, FSDP2): fp32
+    weights 4 + fp32 gradients 4 + AdamW 8 = 16 bytes/param, no master copy; zero1 shards
+    the optimizer states, zero2 and zero3 also the weights and gradients (FSDP2 keeps
+    the fp32 parameters sharded at rest), and on several GPUs the 16-bit (fp32 when
+    ``precision="fp32"``) gathered weights are added: all of them under zero2 (kept from
+    forward to backward), the two largest units under zero3. Sharded bytes are
+    ceil(total / N); FSDP2 pads each tensor's first dimension to a multiple of N, so a
+    rank may hold up to one row per tensor more.
     """
+    check_choice("recipe", recipe, RECIPES)
     _check_strategy(strategy, n_gpus, offload_optimizer)
     check_choice("training precision", precision, TRAIN_PRECISIONS)
     check_choice("optimizer", optimizer, OPTIMIZERS)
@@ -314,10 +342,12 @@ def training_memory(
         spec, micro_batch=micro_batch, seq_len=seq_len, precision=precision, recompute=recompute, source_len=source_len
     )
     n_params = param_counts(spec).total
-    full = _full_state_bytes(n_params, precision, optimizer)
-    gpu, cpu = _place(full, strategy, n_gpus, offload_optimizer, exact=True)
+    full = _full_state_bytes(n_params, precision, optimizer, recipe)
+    gpu, cpu = _place(full, strategy, n_gpus, offload_optimizer, exact=True, recipe=recipe)
     width = int(training_bytes_per_param(precision, optimizer).weights)
     gathered = _gathered_bytes(spec, width) if strategy == "zero3" and n_gpus > 1 else 0
+    if recipe == "autocast" and strategy == "zero2" and n_gpus > 1:
+        gathered = width * n_params
     subtotal = sum(gpu.values()) + act.total + gathered
     margin = math.ceil(margin_fraction * subtotal) + int(margin_fixed_bytes)
     return TrainingMemory(

@@ -50,6 +50,7 @@ OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_JSON = "optimizer.json"
 RNG_FILE = "rng.safetensors"
 STATE_FILE = "state.json"
+SHARDED_LAYOUT = "layout.json"  # marks a sharded checkpoint (one safetensors file per rank)
 FORMAT = 1  # bump when the layout changes; load refuses a newer one
 FORMAT_KEY = "lmforge_format"  # in safetensors metadata ("format" is often "pt" in other tools' files)
 
@@ -88,25 +89,42 @@ def save_checkpoint(
         raise ValueError(f"state['step'] = {state['step']!r} disagrees with step = {step}")
     state_text = json.dumps({**state, "step": step}, indent=2, allow_nan=False, sort_keys=True) + "\n"
 
-    run_dir = Path(run_dir)
-    ckpt_root = run_dir / CHECKPOINTS
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp_dirs(ckpt_root)
-    name = step_dir_name(step)
-    tmp = ckpt_root / f".tmp-{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = begin_checkpoint(run_dir, step)
     try:
-        _write_tensors(tmp / MODEL_FILE, _unwrap(model).state_dict(), {FORMAT_KEY: str(FORMAT)})
+        write_tensors(tmp / MODEL_FILE, _unwrap(model).state_dict(), {FORMAT_KEY: str(FORMAT)})
         if optimizer is not None:
             tensors: dict[str, torch.Tensor] = {}
             encoded = _encode(optimizer.state_dict(), "", tensors)
-            _write_tensors(tmp / OPTIMIZER_TENSORS, tensors, {FORMAT_KEY: str(FORMAT)})
+            write_tensors(tmp / OPTIMIZER_TENSORS, tensors, {FORMAT_KEY: str(FORMAT)})
             _write_text(tmp / OPTIMIZER_JSON, json.dumps({"format": FORMAT, "state_dict": encoded}) + "\n")
-        rng_tensors, rng_meta = _rng_state()
-        _write_tensors(tmp / RNG_FILE, rng_tensors, rng_meta)
+        write_rng(tmp / RNG_FILE)
         _write_text(tmp / STATE_FILE, state_text)  # last: its presence marks a finished directory
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return commit_checkpoint(run_dir, tmp, step, keep_last)
+
+
+def begin_checkpoint(run_dir: Path, step: int, pid: int | None = None) -> Path:
+    """A fresh ``checkpoints/.tmp-step-XXXXXX-<pid>/`` to write a checkpoint into
+    (stale ones of dead writers removed first)."""
+    ckpt_root = Path(run_dir) / CHECKPOINTS
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp_dirs(ckpt_root)
+    tmp = ckpt_root / f".tmp-{step_dir_name(step)}-{os.getpid() if pid is None else pid}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
+
+
+def commit_checkpoint(run_dir: Path, tmp: Path, step: int, keep_last: int | None) -> Path:
+    """fsync ``tmp``, rename it onto ``step-XXXXXX``, point ``latest`` at it, prune old
+    ones; on failure ``tmp`` is removed and ``latest`` still names the previous one."""
+    run_dir = Path(run_dir)
+    ckpt_root = run_dir / CHECKPOINTS
+    name = step_dir_name(step)
+    try:
         _fsync_dir(tmp)
         final = ckpt_root / name
         if final.exists():  # re-saving a step: move the old one aside, then swap
@@ -128,13 +146,35 @@ def save_checkpoint(
     return final
 
 
-def save_weights(path: Path, model: torch.nn.Module) -> Path:
-    """Write ``model.state_dict()`` to one safetensors file atomically (the run's final ``model.safetensors``)."""
+def write_rng(path: Path) -> None:
+    """This process's RNG states (torch CPU/CUDA, python, numpy) as safetensors."""
+    write_tensors(path, *_rng_state())
+
+
+def read_rng(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    return _read_tensors(path, "cpu")
+
+
+def restore_rng(rng: tuple[dict[str, torch.Tensor], dict[str, str]]) -> None:
+    _set_rng_state(*rng)
+
+
+def write_text(path: Path, text: str) -> None:
+    """A text file, fsync'ed."""
+    _write_text(path, text)
+
+
+def save_weights(
+    path: Path, model: torch.nn.Module | None, state_dict: Mapping[str, torch.Tensor] | None = None
+) -> Path:
+    """Write ``model.state_dict()`` (or ``state_dict``) to one safetensors file atomically
+    (the run's final ``model.safetensors``); tied names are stored once."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        _write_tensors(tmp, _unwrap(model).state_dict(), {FORMAT_KEY: str(FORMAT)})
+        write_tensors(tmp, state_dict if state_dict is not None else _unwrap(model).state_dict(),
+                       {FORMAT_KEY: str(FORMAT)})
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -263,7 +303,7 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-def _write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> None:
+def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """safetensors file with each storage saved once; other names become ``aliases`` metadata.
 
     Names that view the very same memory (same storage, offset, shape, strides, dtype)
@@ -521,7 +561,10 @@ def _corrupt(path: Path, why: str) -> UserError:
 
 
 def _is_complete(path: Path) -> bool:
-    return path.is_dir() and all((path / f).is_file() for f in (STATE_FILE, MODEL_FILE, RNG_FILE))
+    """state.json and rng.safetensors, and the weights: model.safetensors, or the
+    layout.json of a sharded checkpoint (``sharded_checkpoint``)."""
+    return path.is_dir() and all((path / f).is_file() for f in (STATE_FILE, RNG_FILE)) and (
+        (path / MODEL_FILE).is_file() or (path / SHARDED_LAYOUT).is_file())
 
 
 def _step_dirs(ckpt_root: Path) -> list[tuple[int, Path]]:

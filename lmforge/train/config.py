@@ -135,6 +135,7 @@ class ParallelConfig:
     strategy: Literal["auto", "single", "ddp", "zero1", "zero2", "zero3"] = "auto"
     backend: Literal["auto", "nccl", "gloo"] = "auto"
     timeout: float = 300.0  # seconds a collective may wait for a missing rank before the job stops
+    device_memory: str | None = None  # capacity the preflight checks against (e.g. 80GB); None: the device's
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The training loop: one process (``single``); the distributed strategies come later.
+"""The training loop: one process (``single``) or many under torchrun (ddp, zero1-3).
 
 Per optimizer step: the global batch of ``train.batch_tokens`` tokens is drawn from the
 mixture as a pure function of (seed, step), cut into micro-batches of
@@ -8,6 +8,14 @@ split of each source is evaluated; every ``ckpt_every`` steps, and at the end, a
 checkpoint is written. Because the data and the schedule depend on the step alone and
 the checkpoint holds the optimizer and RNG state, a resumed run is bit-identical on CPU
 to an uninterrupted one.
+
+Under torchrun (``lmforge.distributed``) each rank takes its contiguous share of every
+global batch (``Mixture.batch(step, n, rank, world)``) and accumulates over
+``batch / (world x micro_batch)`` micro-batches, so the tokens per step, the schedule
+and the data are the same for any number of ranks; the strategy averages gradients
+over ranks. Only rank 0 prints, logs, plots and writes the run's files; checkpoints
+are sharded (``sharded_checkpoint``), every rank writing its part. Every stop decision
+(time, signal) is agreed by all ranks, so they stop at the same step.
 """
 
 from __future__ import annotations
@@ -22,18 +30,31 @@ from pathlib import Path
 
 import torch
 
+from lmforge.distributed.env import (
+    DistEnv,
+    any_rank,
+    broadcast,
+    gather,
+    mean_over_ranks,
+    setup,
+    sum_over_ranks,
+    teardown,
+)
+from lmforge.distributed.held import held_bytes
+from lmforge.distributed.strategies import apply_strategy, resolve_strategy
 from lmforge.errors import UserError
 from lmforge.models.build import build_model
-from lmforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_weights
+from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.config import RunConfig, save_config
 from lmforge.train.data_setup import RunData, setup_data
 from lmforge.train.metrics import MetricsLogger, Progress, read_metrics
 from lmforge.train.model_setup import model_spec
 from lmforge.train.objective import EVAL_SEED_OFFSET, Objective, micro_batch_rng, resolve_objective
 from lmforge.train.optim import build_optimizer
+from lmforge.train.parallel_io import load_weights_from, resume_state, save_final_weights, save_state
 from lmforge.train.peak import peak_flops
 from lmforge.train.plots import plot_loss
-from lmforge.train.preflight import predict, write_report
+from lmforge.train.preflight import check_memory, predict, write_report
 from lmforge.train.schedule import learning_rate
 from lmforge.train.signals import StopRequests
 from lmforge.train.validation import EvalResult, combine, evaluate_objective, evaluate_stream
@@ -51,6 +72,7 @@ class TrainResult:
     stopped_by: str
     tokens_by_source: dict[str, int]
     epochs_by_source: dict[str, float]
+    main: bool = True  # False on the ranks other than 0 of a torchrun job: they print nothing
 
 
 def pick_device(name: str) -> torch.device:
@@ -69,8 +91,8 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _accumulation(config: RunConfig) -> tuple[int, int]:
-    """(sequences per global batch, micro-batches per step)."""
+def _accumulation(config: RunConfig, world: int = 1) -> tuple[int, int]:
+    """(sequences per global batch, micro-batches per step on each rank)."""
     t, d = config.train, config.data
     if t.batch_tokens % d.seq_len:
         raise UserError(
@@ -79,28 +101,46 @@ def _accumulation(config: RunConfig) -> tuple[int, int]:
             f"use e.g. --train.batch_tokens {max(1, round(t.batch_tokens / d.seq_len)) * d.seq_len}",
         )
     sequences = t.batch_tokens // d.seq_len
-    if sequences % t.micro_batch:
+    if sequences % (world * t.micro_batch):
+        per_step = world * t.micro_batch
         raise UserError(
-            "the global batch does not split into micro-batches",
-            f"{sequences} sequences per step, train.micro_batch={t.micro_batch}",
-            "pick a micro_batch that divides batch_tokens / seq_len",
+            "the global batch does not split over ranks x micro-batches",
+            f"{sequences} sequences per step, {world} ranks x train.micro_batch={t.micro_batch}",
+            f"use a batch_tokens that is a multiple of {per_step * d.seq_len} or another micro_batch",
         )
-    return sequences, sequences // t.micro_batch
+    return sequences, sequences // (world * t.micro_batch)
 
 
-def _prepare_run_dir(config: RunConfig, resume: bool) -> Path:
+def _prepare_run_dir(config: RunConfig, resume: bool, restart: int = 0) -> Path:
     run_dir = config.run_dir
     if resume:
         if latest_checkpoint(run_dir) is None:
             raise UserError("nothing to resume", str(run_dir), "train without --resume to start this run")
         return run_dir
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(
-            "the run directory already exists", str(run_dir), "resume it with --resume, or pick another --name"
-        )
+        if restart == 0:
+            raise UserError(
+                "the run directory already exists", str(run_dir), "resume it with --resume, or pick another --name"
+            )
+        shutil.rmtree(run_dir)  # torchrun restarted a job that died before its first checkpoint: start over
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     return run_dir
+
+
+def _on_main(env: DistEnv, work: Callable[[], object]) -> object:
+    """Run ``work`` on rank 0, then the same outcome everywhere: its result, or its
+    UserError raised on every rank (so that no rank waits for one that gave up)."""
+    outcome: tuple = (None, None)
+    if env.main:
+        try:
+            outcome = (work(), None)
+        except UserError as exc:
+            outcome = (None, (exc.what, exc.value, exc.fix))
+    outcome = broadcast(env, outcome)
+    if outcome[1] is not None:
+        raise UserError(*outcome[1])
+    return outcome[0]
 
 
 def evaluate_sources(
@@ -125,144 +165,221 @@ def evaluate_sources(
 
 
 def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = None, quiet: bool = False,
-          log=print, model_hook: Callable[[torch.nn.Module], None] | None = None) -> TrainResult:
-    """Run (or resume) the training described by ``config``.
+          log=print, model_hook: Callable[[torch.nn.Module], None] | None = None, force: bool = False) -> TrainResult:
+    """Run (or resume) the training described by ``config``, in this process or as one
+    rank of a torchrun job (``config.parallel``).
 
     ``model_hook(model)`` runs on the built (and ``init_from``-loaded) model before the
     optimizer and any distribution wrapper see it; features above this layer use it
     (quantization-aware training swaps in fake-quantized linears there). It must keep
-    the parameter names, so checkpoints stay loadable by a plain model.
+    the parameter names, so checkpoints stay loadable by a plain model. ``force`` runs
+    even when the preflight predicts that memory will not suffice.
     """
     t = config.train
-    if t.precision == "fp16" and pick_device(t.device).type != "cuda":
-        raise UserError("fp16 training needs a GPU (loss scaling)", "train.precision=fp16", "use bf16 on the CPU")
-    sequences, accumulation = _accumulation(config)
-    run_dir = _prepare_run_dir(config, resume)
+    env = setup(config.parallel.strategy, config.parallel.backend, t.device, config.parallel.timeout)
     try:
-        return _train(config, run_dir, sequences, accumulation, resume=resume, init_from=init_from, quiet=quiet,
-                      log=log, model_hook=model_hook)
-    except BaseException:
-        if not resume and latest_checkpoint(run_dir) is None:  # nothing worth keeping: leave nothing behind
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+        strategy = resolve_strategy(config.parallel.strategy, env)
+        if not env.main:
+            quiet, log = True, _silent
+        if t.precision == "fp16" and env.device.type != "cuda":
+            raise UserError("fp16 training needs a GPU (loss scaling)", "train.precision=fp16", "use bf16 on the CPU")
+        if t.precision == "fp16" and strategy != "single":
+            raise UserError("fp16 loss scaling is for one process", f"parallel.strategy={strategy}",
+                            "use bf16 (no loss scaling needed) with several GPUs")
+        sequences, accumulation = _accumulation(config, env.world)
+        restarted = env.restart > 0 and not resume and latest_checkpoint(config.run_dir) is not None
+        if restarted:
+            log(f"torchrun restart {env.restart}: resuming from the latest complete checkpoint")
+        resume = resume or restarted
+        run_dir = _on_main(env, lambda: _prepare_run_dir(config, resume, env.restart))
+        plan = _Setup(env, strategy, sequences, accumulation, resume, init_from, quiet, log, model_hook, force)
+        try:
+            return _train(config, run_dir, plan)
+        except BaseException as exc:
+            if env.main and not resume and latest_checkpoint(run_dir) is None:
+                shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping: leave nothing behind
+            if env.distributed and _is_collective_failure(exc):
+                last = latest_checkpoint(run_dir)
+                raise UserError(
+                    "another rank of the job died or stopped answering", f"rank {env.rank}: {_first_line(exc)}",
+                    f"resume from {last.name if last else 'the start'} with --resume (torchrun --max-restarts N "
+                    "restarts the job by itself)") from None
+            raise
+    finally:
+        teardown(env)
 
 
-def _train(config: RunConfig, run_dir: Path, sequences: int, accumulation: int, *, resume: bool,
-           init_from: Path | None, quiet: bool, log, model_hook=None) -> TrainResult:
-    t = config.train
+@dataclass
+class _Setup:
+    env: DistEnv
+    strategy: str
+    sequences: int  # per global batch
+    accumulation: int  # micro-batches per step on each rank
+    resume: bool
+    init_from: Path | None
+    quiet: bool
+    log: Callable
+    model_hook: Callable | None
+    force: bool
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
+def _is_collective_failure(exc: BaseException) -> bool:
+    """A collective broke because a peer vanished (gloo: connection closed/reset; NCCL:
+    a watchdog timeout), as opposed to a bug or a user error on this rank."""
+    import torch.distributed as dist
+
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        word in text for word in ("connection closed", "connection reset", "gloo", "nccl", "timed out", "broken pipe"))
+
+
+def _train(config: RunConfig, run_dir: Path, run: _Setup) -> TrainResult:
+    t, env, log = config.train, run.env, run.log
     torch.manual_seed(t.seed)
-    device = pick_device(t.device)
-    data = setup_data(config.data, run_dir, seed=t.seed, log=log)
+    device = env.device
+    data = _on_main(env, lambda: setup_data(config.data, run_dir, seed=t.seed, log=log)) if env.main else None
+    if not env.main:
+        _on_main(env, lambda: None)
+        data = setup_data(config.data, run_dir, seed=t.seed, log=_silent)  # prepared by rank 0: found as it is
     spec = model_spec(config.model, data.tokenizer.vocab_size, config.data.seq_len)
     objective = Objective(resolve_objective(config.objective, spec, data.tokenizer), config.objective,
                           data.tokenizer, config.data.seq_len)
-    log(f"model: {spec.name} ({spec.family}), objective {objective.name}")
+    where = f", {run.strategy} on {env.world} ranks ({env.backend})" if env.distributed else ""
+    log(f"model: {spec.name} ({spec.family}), objective {objective.name}{where}")
     model = build_model(spec).to(device)
-    if init_from is not None:
-        load_checkpoint(Path(init_from), model, restore_rng=False)
-    if model_hook is not None:
-        model_hook(model)
-    optimizer = build_optimizer(model, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), eps=t.eps)
+    if run.init_from is not None:
+        load_weights_from(Path(run.init_from), model)
+    if run.model_hook is not None:
+        run.model_hook(model)
     n_params = sum(p.numel() for p in model.parameters())
+    check_memory(config, spec, device, run.strategy, env.world, env.local_world, force=run.force, log=log)
+
+    def make_optimizer(module: torch.nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(module, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), eps=t.eps)
+
+    parallel = apply_strategy(run.strategy, model, env, make_optimizer, t.precision)
+    optimizer = parallel.optimizer
     peak, peak_source = peak_flops(device, t.precision, t.peak_tflops)
-    prediction = predict(config, spec, n_params, device, peak)
-    if not resume:
+    prediction = predict(config, spec, n_params, device, peak, run.strategy, env.world)
+    if not run.resume and env.main:
         prediction.write(run_dir / "plan.json")
     total_steps = prediction.total_steps
+    sequences, accumulation = run.sequences, run.accumulation
     _warn_epochs(data, total_steps, sequences, config.data.max_epochs, log, planned=True)
     step, tokens_seen, state = 0, 0, {}
-    if resume:
-        state = load_checkpoint(run_dir, model, optimizer)
+    if run.resume:
+        state = resume_state(run_dir, parallel, lambda: build_model(spec), make_optimizer)
         step, tokens_seen = state["step"], state["tokens"]
         log(f"resumed {run_dir} at step {step:,} ({tokens_seen:,} tokens)")
     first_step = step
-    forward = torch.compile(model) if t.compile else model
+    forward = torch.compile(parallel.forward) if t.compile else parallel.forward
     model.gradient_checkpointing = t.activation_checkpointing
     scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
-    if scaler is not None and resume and state.get("grad_scaler"):
+    if scaler is not None and run.resume and state.get("grad_scaler"):
         scaler.load_state_dict(state["grad_scaler"])
     flops_per_token = prediction.flops_per_token
-    metrics = MetricsLogger(run_dir, resume_step=step if resume else None)
+    metrics = MetricsLogger(run_dir, resume_step=step if run.resume else None) if env.main else None
     started = time.perf_counter()
-    stopped_by, loss_value, rate, mfu = "steps", math.nan, 0.0, 0.0
+    stopped_by, loss_value, rate, mfu, held = "steps", math.nan, 0.0, 0.0, None
+    local_rows = sequences // env.world
     model.train()
-    with Progress(total_steps, quiet=quiet, start_step=step) as progress, StopRequests() as stop:
+    every = 10 if env.main else 0  # the other ranks print nothing
+    with Progress(total_steps, quiet=run.quiet, start_step=step, every=every) as progress, StopRequests() as stop:
         while step < total_steps:
+            reason = None
             if t.max_time is not None and time.perf_counter() - started >= t.max_time:
-                stopped_by = "time"
-                break
-            if t.stop_at_step is not None and step >= t.stop_at_step:
-                stopped_by = "stop_at_step"
-                break
-            if stop.requested:
-                stopped_by = f"signal {stop.requested}"
-                log(f"stopping at step {step} on {stop.requested}: saving a checkpoint (resume with --resume)")
+                reason = "time"
+            elif t.stop_at_step is not None and step >= t.stop_at_step:
+                reason = "stop_at_step"
+            elif stop.requested:
+                reason = f"signal {stop.requested}"
+            if any_rank(env, reason is not None):  # every rank stops at the same step
+                stopped_by = reason or "another rank's request"
+                if stop.requested:
+                    log(f"stopping at step {step} on {stop.requested}: saving a checkpoint (resume with --resume)")
                 break
             tick = time.perf_counter()
             lr = learning_rate(step, lr=t.lr, total_steps=total_steps, warmup_steps=t.warmup_steps,
                                schedule=t.schedule, min_lr_ratio=t.min_lr_ratio, decay_fraction=t.decay_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch, _ = data.mixture.batch(step, sequences)
-            batch = torch.from_numpy(batch).to(device)  # (sequences, seq_len + 1)
+            batch, _ = data.mixture.batch(step, sequences, env.rank, env.world)
+            batch = torch.from_numpy(batch).to(device)  # (sequences / world, seq_len + 1)
             loss_sum = torch.zeros((), device=device)
-            correct = targets = 0
+            counts = torch.zeros(2, dtype=torch.float64)  # (masked-token hits, targets) on this rank
             for micro_index, micro in enumerate(batch.split(t.micro_batch)):
-                rng = micro_batch_rng(t.seed, step, micro_index)
-                loss, count, right = objective.loss(forward, micro, rng, lambda: _autocast(device, t.precision))
-                loss_sum += loss.detach()
-                targets += count
-                correct += right or 0
-                scaled = loss / accumulation
-                (scaler.scale(scaled) if scaler else scaled).backward()
+                global_index = env.rank * (local_rows // t.micro_batch) + micro_index  # as in one process
+                rng = micro_batch_rng(t.seed, step, global_index)
+                with parallel.sync(last_micro_batch=micro_index == accumulation - 1):
+                    loss, count, right = objective.loss(forward, micro, rng, lambda: _autocast(device, t.precision))
+                    loss_sum += loss.detach()
+                    counts += torch.tensor([right or 0, count], dtype=torch.float64)
+                    scaled = loss / accumulation
+                    (scaler.scale(scaled) if scaler else scaled).backward()
             if scaler:
                 scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip) if t.grad_clip else None
+            grad_norm = parallel.clip_grad_norm(t.grad_clip) if t.grad_clip else None
             if scaler:
                 scaler.step(optimizer)
                 scaler.update()
             else:
                 optimizer.step()
+            if held is None:  # after the first step: weights, gradients and optimizer states all exist
+                held = held_bytes(parallel.model, parallel.local_optimizer)
             optimizer.zero_grad(set_to_none=True)
             step += 1
             tokens_seen += t.batch_tokens
-            loss_value = float(loss_sum) / accumulation
+            loss_value = float(mean_over_ranks(env, loss_sum)) / accumulation
             if not math.isfinite(loss_value):
                 raise UserError("the loss diverged", f"step {step}: {loss_value}", "lower train.lr or use bf16/fp32")
             elapsed = time.perf_counter() - tick
             rate = t.batch_tokens / elapsed
-            mfu = rate * flops_per_token / peak
+            mfu = rate * flops_per_token / (peak * env.world)
             progress.update(step, loss=loss_value, tokens_per_s=rate, mfu=mfu, lr=lr)
             record = {"tokens": tokens_seen, "loss": loss_value, "lr": lr, "tokens_per_s": rate, "mfu": mfu}
             if grad_norm is not None:
                 record["grad_norm"] = float(grad_norm)
             if objective.name == "mlm":
-                record["accuracy"] = correct / max(1, targets)
+                right_total, target_total = sum_over_ranks(env, counts)
+                record["accuracy"] = right_total / max(1.0, target_total)
             if step % t.eval_every == 0 or step == total_steps:
-                for name, result in evaluate_sources(model, data, config, device, objective).items():
+                for name, result in evaluate_sources(parallel.model, data, config, device, objective).items():
                     record[f"val_loss/{name}"] = result.loss
                     if objective.name == "causal":
                         record[f"val_bpb/{name}"] = result.bits_per_byte
                     if result.accuracy is not None:
                         record[f"val_accuracy/{name}"] = result.accuracy
-            if step % t.log_every == 0 or step == total_steps or "val_loss/all" in record:
+            if metrics is not None and (step % t.log_every == 0 or step == total_steps or "val_loss/all" in record):
                 metrics.log(step, **record)
             if step % t.ckpt_every == 0 and step < total_steps:
-                save_checkpoint(run_dir, step, model, optimizer, _state(step, tokens_seen, data, sequences, scaler),
-                                keep_last=t.keep_last)
-    save_checkpoint(run_dir, step, model, optimizer, _state(step, tokens_seen, data, sequences, scaler),
-                    keep_last=t.keep_last)
-    save_weights(run_dir / "model.safetensors", model)
-    validation = evaluate_sources(model, data, config, device, objective)
+                save_state(run_dir, step, parallel, _state(step, tokens_seen, data, sequences, scaler), t.keep_last)
+    save_state(run_dir, step, parallel, _state(step, tokens_seen, data, sequences, scaler), t.keep_last)
+    save_final_weights(run_dir / "model.safetensors", parallel)
+    validation = evaluate_sources(parallel.model, data, config, device, objective)
     _warn_epochs(data, step, sequences, config.data.max_epochs, log)
+    per_rank = gather(env, {"rank": env.rank, "held": held, "peak_memory_bytes": _peak_memory(device)})
+    if not env.main:
+        return TrainResult(run_dir, step, tokens_seen, loss_value, validation, rate, mfu, stopped_by, {}, {}, False)
     history = read_metrics(run_dir / "metrics.jsonl")
     if history:
         plot_loss(history, run_dir / "plots" / "loss.png")
     measured = dict(
-        objective=objective.name,
+        objective=objective.name, strategy=run.strategy, world_size=env.world,
         steps=step, tokens=tokens_seen, final_loss=loss_value, tokens_per_second=_mean_rate(history, rate),
-        mfu=_mean_rate(history, rate) * flops_per_token / peak, peak_source=peak_source, peak_flops=peak,
-        peak_memory_bytes=_peak_memory(device), wall_seconds=time.perf_counter() - started, stopped_by=stopped_by,
+        mfu=_mean_rate(history, rate) * flops_per_token / (peak * env.world), peak_source=peak_source,
+        peak_flops=peak, peak_memory_bytes=max(r["peak_memory_bytes"] for r in per_rank),
+        memory_per_rank=per_rank, wall_seconds=time.perf_counter() - started, stopped_by=stopped_by,
         first_step=first_step,
         validation={k: v.to_dict() for k, v in validation.items()},
         epochs=data.mixture.epochs(step, sequences),

@@ -19,9 +19,9 @@ import torch
 from lmforge.errors import UserError
 from lmforge.plan.flops import palm_flops_per_token
 from lmforge.plan.laws import get_law
-from lmforge.plan.memory import training_memory
+from lmforge.plan.memory import ZERO3_OFFLOAD, TrainingMemory, least_sharding, training_memory
 from lmforge.plan.specs import ModelSpec, param_counts
-from lmforge.plan.units import parse_count
+from lmforge.plan.units import gib, parse_bytes, parse_count
 from lmforge.train.config import RunConfig
 
 
@@ -42,6 +42,9 @@ class Prediction:
     seconds: float  # tokens / tokens_per_second
     loss: float | None  # none yet: a law fitted to this data is needed (Chinchilla's is for MassiveText)
     spec: dict
+    memory: dict  # the planner's TrainingMemory per device, every part
+    strategy: str
+    world_size: int
 
     def write(self, path: Path) -> None:
         _write_json(path, asdict(self))
@@ -59,8 +62,10 @@ def target_tokens(config: RunConfig, n_params: int) -> tuple[int | None, str]:
     return int(parse_count(text, "train.max_tokens", upper=1e16)), "train.max_tokens"
 
 
-def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.device, peak: float) -> Prediction:
-    """Everything the planner says about this run before it starts."""
+def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.device, peak: float,
+            strategy: str = "single", world: int = 1) -> Prediction:
+    """Everything the planner says about this run before it starts (memory per device
+    for ``strategy`` over ``world`` ranks)."""
     t = config.train
     planned = param_counts(spec).total
     if planned != n_params:  # the model and the planner must agree to the parameter
@@ -75,12 +80,7 @@ def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.dev
     if t.max_steps is not None:
         steps = min(steps, t.max_steps)
     flops_per_token = palm_flops_per_token(spec, config.data.seq_len)
-    memory = training_memory(
-        spec, micro_batch=t.micro_batch, seq_len=config.data.seq_len,
-        precision="fp32" if t.precision == "fp32" else t.precision, optimizer="adamw",
-        recompute="full" if t.activation_checkpointing else "selective", strategy="single", n_gpus=1,
-        margin_fixed_bytes=2**30 if device.type == "cuda" else 0,
-    )
+    memory = run_memory(config, spec, device, strategy, world)
     rate = peak * t.expected_mfu / flops_per_token
     return Prediction(
         params=n_params,
@@ -92,6 +92,9 @@ def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.dev
         memory_bytes=memory.total,
         memory_model_states_bytes=memory.model_states,
         memory_activations_bytes=memory.activations,
+        memory=memory.to_dict(),
+        strategy=strategy,
+        world_size=world,
         peak_flops=peak,
         expected_mfu=t.expected_mfu,
         tokens_per_second=rate,
@@ -99,6 +102,69 @@ def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.dev
         loss=None,
         spec=spec.to_dict(),
     )
+
+
+def run_memory(config: RunConfig, spec: ModelSpec, device: torch.device, strategy: str, world: int,
+               strategy_override: str | None = None) -> TrainingMemory:
+    """The planner's bytes per device for this run (``lmforge.plan.memory.training_memory``
+    with recipe "autocast": fp32 weights and gradients, AdamW states, sharded by the
+    strategy; Korthikanti et al. 2022 activations for the per-rank micro-batch)."""
+    t = config.train
+    return training_memory(
+        spec, micro_batch=t.micro_batch, seq_len=config.data.seq_len, precision=t.precision, optimizer="adamw",
+        recompute="full" if t.activation_checkpointing else "selective", strategy=strategy_override or strategy,
+        n_gpus=world, margin_fixed_bytes=2**30 if device.type == "cuda" else 0, recipe="autocast",
+    )
+
+
+def device_capacity(config: RunConfig, device: torch.device, local_world: int) -> tuple[int, str]:
+    """(bytes one rank may use, where the figure comes from): ``parallel.device_memory``
+    if set; a GPU's total memory; else the machine's RAM shared by its local ranks."""
+    if config.parallel.device_memory is not None:
+        return parse_bytes(config.parallel.device_memory, "parallel.device_memory"), "parallel.device_memory"
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory), torch.cuda.get_device_name(device)
+    import os
+
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return ram // max(1, local_world), f"host RAM / {local_world} local ranks"
+
+
+def check_memory(config: RunConfig, spec: ModelSpec, device: torch.device, strategy: str, world: int,
+                 local_world: int, *, force: bool, log) -> TrainingMemory:
+    """Print the planner's per-device memory beside the device's; refuse a run predicted
+    not to fit (with the least sharding that would fit) unless ``force``; warn when
+    zero2/zero3 shard a model that ddp would hold with room to spare."""
+    memory = run_memory(config, spec, device, strategy, world)
+    capacity, source = device_capacity(config, device, local_world)
+    log(f"memory per device (planner): {gib(memory.total):.2f} GiB under {strategy} on {world} "
+        f"(weights {gib(memory.weights):.2f}, gradients {gib(memory.gradients):.2f}, optimizer "
+        f"{gib(memory.optimizer_states):.2f}, activations {gib(memory.activations):.2f}, gathered "
+        f"{gib(memory.gathered_params):.2f}, margin {gib(memory.margin):.2f}); available {gib(capacity):.2f} GiB "
+        f"({source})")
+    kwargs = dict(micro_batch=config.train.micro_batch, seq_len=config.data.seq_len, precision=config.train.precision,
+                  recompute="full" if config.train.activation_checkpointing else "selective", n_gpus=world,
+                  margin_fixed_bytes=2**30 if device.type == "cuda" else 0, recipe="autocast")
+    if not memory.fits(capacity):
+        if force:
+            log("warning: predicted not to fit; going on because of --force")
+            return memory
+        better = least_sharding(spec, capacity, **kwargs)
+        if better is not None and better != ZERO3_OFFLOAD:
+            fix = f"use --parallel.strategy {better}"
+        else:
+            fix = "use more GPUs, a smaller train.micro_batch or train.activation_checkpointing true"
+        raise UserError(
+            f"the run is predicted not to fit: {gib(memory.total):.2f} GiB per device under {strategy} on "
+            f"{world}, {gib(capacity):.2f} GiB available",
+            f"{source}", f"{fix} (or --force to try anyway)",
+        )
+    if strategy in ("zero2", "zero3") and world > 1:
+        ddp = training_memory(spec, strategy="ddp", **kwargs)
+        if ddp.total < capacity / 2:
+            log(f"warning: {strategy} shards a model that ddp would hold in {gib(ddp.total):.2f} GiB per device "
+                f"({100 * ddp.total / capacity:.0f}% of it); sharding buys little here and costs communication")
+    return memory
 
 
 def write_report(path: Path, prediction: Prediction, measured: dict) -> None:

@@ -1,0 +1,108 @@
+"""``lmforge quantize``: quantize a run, write it, load it back, and measure before and after.
+
+Before and after are measured the same way: the bytes of ``model.safetensors`` on disk
+(all of it, header included), the bytes of every parameter and buffer of the model once
+loaded (``load_any_run``; shared tensors once), the planner's prediction
+(``lmforge.plan.storage.weight_bytes``, what ``lmforge memory`` prints), and quality on
+the same held-out tokens (`lmforge.quantize.quality`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.errors import UserError
+from lmforge.plan.storage import weight_bytes
+from lmforge.quantize.convert import Scheme, dequantize_model, make_scheme, model_bytes, quantize_model
+from lmforge.quantize.load import load_any_run, read_quantization, scheme_of
+from lmforge.quantize.quality import DEFAULT_EVAL_TOKENS, evaluate, held_out_streams, input_importance
+from lmforge.quantize.write import check_out, default_out, write_quantized_run
+from lmforge.train.validation import EvalResult
+
+
+@dataclass
+class Side:
+    """One model's measurements."""
+
+    label: str
+    file_bytes: int
+    memory_bytes: int
+    planner_bytes: int
+    result: EvalResult
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "file_bytes": self.file_bytes, "memory_bytes": self.memory_bytes,
+                "planner_bytes": self.planner_bytes, **{k: v for k, v in self.result.to_dict().items()
+                                                        if k in ("tokens", "loss", "perplexity", "bits_per_byte")}}
+
+
+@dataclass
+class QuantizeReport:
+    source: Path
+    out: Path
+    scheme: Scheme
+    held_out: str  # what the quality was measured on
+    before: Side
+    after: Side
+    seconds: float
+    int4_layout: str | None  # "cpu-int4pack" (PyTorch's bf16 CPU kernel), "plain", or None (not int4)
+
+    def to_dict(self) -> dict:
+        return {"source": str(self.source), "out": str(self.out), "scheme": self.scheme.to_dict(),
+                "label": self.scheme.label, "held_out": self.held_out, "before": self.before.to_dict(),
+                "after": self.after.to_dict(), "seconds": self.seconds, "int4_layout": self.int4_layout}
+
+
+def quantize_run(run_dir: str | Path, precision: str, *, group_size: int | None = None, scale: str = "absmax",
+                 keep_embeddings: bool = True, calibration: str | Path | None = None, out: str | Path | None = None,
+                 force: bool = False, max_tokens: int = DEFAULT_EVAL_TOKENS) -> QuantizeReport:
+    """Quantize RUN_DIR to ``precision``, write the result (default RUN_DIR-<label>), measure both."""
+    started = time.perf_counter()
+    scheme = make_scheme(precision, group_size, scale, keep_embeddings)  # bad flags fail before any work
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError("run directory not found", str(run_dir), "pass the RUN_DIR that lmforge train wrote")
+    info = read_quantization(run_dir)
+    if info is not None and not force:
+        raise UserError("the run is quantized already", f"{run_dir} ({info.get('label', '?')})",
+                        "quantize the original run (its path is in quantization.json), or pass --force to "
+                        "quantize these weights again (errors add up)")
+    out = Path(out) if out is not None else default_out(run_dir, scheme)
+    check_out(out, run_dir, force)
+    source = load_any_run(run_dir, layout="plain")
+    before_scheme = scheme_of(info) if info is not None else make_scheme("fp32")
+    before_label = before_scheme.label
+    before_memory = model_bytes(source.model)
+    before_planner = _planned(source.spec, before_scheme)
+    if info is not None:
+        dequantize_model(source.model)
+    streams = held_out_streams(source, calibration, max_tokens)
+    held_out = (f"calibration text {calibration}" if calibration is not None
+                else "validation split of " + ", ".join(streams))
+    before = evaluate(source.model, source, streams)
+    importance = None
+    if scheme.quantized and scheme.scale_method == "mse" and calibration is not None:
+        importance = input_importance(source.model, source, streams)
+    model = quantize_model(source.model, scheme, importance)
+    written = write_quantized_run(source, model, scheme, out, force=force, extra={
+        "calibration": None if calibration is None else {"path": str(Path(calibration).resolve()),
+                                                         "tokens": int(sum(len(s) for s in streams.values()))},
+    })
+    model = source.model = None  # free the float weights before loading the written run
+    loaded = load_any_run(written)
+    after = evaluate(loaded.model, loaded, streams)
+    layouts = {getattr(m, "layout", None) for m in loaded.model.modules()} - {None}
+    int4_layout = None if scheme.precision != "int4" else ("cpu-int4pack" if "cpu-int4pack" in layouts else "plain")
+    return QuantizeReport(
+        source=run_dir, out=written, scheme=scheme, held_out=held_out,
+        before=Side(before_label, Path(source.weights).stat().st_size, before_memory, before_planner, before),
+        after=Side(scheme.label, (written / "model.safetensors").stat().st_size, model_bytes(loaded.model),
+                   _planned(loaded.spec, scheme), after),
+        seconds=time.perf_counter() - started, int4_layout=int4_layout,
+    )
+
+
+def _planned(spec, scheme: Scheme) -> int:
+    return weight_bytes(spec, scheme.precision, scheme.group_size or 128, scheme.keep_embeddings)

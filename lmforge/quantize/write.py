@@ -1,0 +1,125 @@
+"""Write a quantized run directory atomically.
+
+    runs/NAME-int4-g32/
+      config.yaml         the source's, with data.shards pointing at the source's shards
+      tokenizer.json      the source's
+      model.safetensors   quantized tensors (codes, scales, zeros) and 16-bit kept tensors
+      quantization.json   the scheme, what was kept at 16 bits, the source and its sha256
+
+Everything is written into ``.tmp-NAME-<pid>/`` next to the target and renamed onto it
+(``rename`` is atomic on POSIX; Pillai et al., OSDI 2014, Sec. 2): an error or a kill
+leaves no half-written directory, and ``--force`` swaps an existing one only at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from torch import nn
+
+from lmforge import __version__
+from lmforge.errors import UserError
+from lmforge.quantize.convert import QUANTIZED_MODULES, Scheme
+from lmforge.quantize.load import QUANT_FILE, QUANT_FORMAT
+from lmforge.quantize.store import save_tensors
+from lmforge.train.config import save_config
+from lmforge.train.run_dir import LoadedRun
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_out(run_dir: Path, scheme: Scheme) -> Path:
+    """``runs/NAME`` -> ``runs/NAME-int4-g32`` (a sibling)."""
+    return run_dir.parent / f"{run_dir.name}-{scheme.label}"
+
+
+def check_out(out: Path, source: Path, force: bool) -> None:
+    """UserError when ``out`` is the source itself, or exists and ``force`` is not given."""
+    if out.resolve() == source.resolve():
+        raise UserError("the output directory is the source run", str(out), "pass --out NEW_DIR")
+    if out.exists() and not force:
+        raise UserError("the output directory exists", str(out), "pass --force to replace it, or --out NEW_DIR")
+    if out.exists() and not out.is_dir():
+        raise UserError("the output path is a file", str(out), "pass --out NEW_DIR")
+
+
+def kept_and_quantized(model: nn.Module) -> tuple[list[str], list[str]]:
+    """(names of tensors kept at 16 bits, names of the quantized modules)."""
+    quantized = [name for name, m in model.named_modules() if isinstance(m, QUANTIZED_MODULES)]
+    inside = tuple(f"{name}." for name in quantized)
+    kept = [name for name, t in model.state_dict().items() if not name.startswith(inside) and t.is_floating_point()]
+    quant_biases = [name for name, t in model.state_dict().items() if name.startswith(inside) and name.endswith(".bias")]
+    return sorted(kept + quant_biases), quantized
+
+
+def write_quantized_run(source: LoadedRun, model: nn.Module, scheme: Scheme, out: Path, *, force: bool = False,
+                        extra: dict | None = None) -> Path:
+    """Write ``model`` (converted by `quantize_model`) as a run directory at ``out``; return it."""
+    out = Path(out)
+    check_out(out, source.run_dir, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        config = source.config
+        shards = Path(config.data.shards) if config.data.shards else source.run_dir / "data"
+        data = dataclasses.replace(config.data, shards=str(shards.resolve()) if shards.is_dir() else config.data.shards)
+        save_config(dataclasses.replace(config, name=out.name, out_dir=str(out.parent), data=data),
+                    tmp / "config.yaml")
+        shutil.copyfile(source.run_dir / "tokenizer.json", tmp / "tokenizer.json")
+        save_tensors(tmp / "model.safetensors", model.state_dict(),
+                     {"lmforge_format": "1", "lmforge_quantization": scheme.label})
+        kept, quantized = kept_and_quantized(model)
+        info = {
+            "format": QUANT_FORMAT,
+            "scheme": scheme.to_dict(),
+            "label": scheme.label,
+            "compute_dtype": str(scheme.dtype).removeprefix("torch."),
+            "kept_16bit": kept if scheme.quantized else [],
+            "quantized": quantized,
+            "source": {"run_dir": str(source.run_dir.resolve()), "weights": str(Path(source.weights).resolve()),
+                       "sha256": sha256_of(Path(source.weights))},
+            "written_by": f"lmforge {__version__}",
+            **(extra or {}),
+        }
+        (tmp / QUANT_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` onto ``out``; an existing ``out`` is moved aside first and removed after."""
+    if out.exists():
+        old = out.parent / f".tmp-old-{out.name}-{os.getpid()}"
+        os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            os.rename(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+    try:
+        fd = os.open(out.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
