@@ -14,8 +14,8 @@ import torch
 
 from lmforge.data.sources import iter_documents, parse_source
 from lmforge.data.tokenizer import Tokenizer
-from lmforge.train.objective import EVAL_SEED_OFFSET, Objective, resolve_objective
 from lmforge.quantize.load import load_any_run
+from lmforge.train.objective import EVAL_SEED_OFFSET, Objective, resolve_objective
 from lmforge.train.validation import EvalResult, combine, evaluate_objective, evaluate_stream
 
 DEFAULT_MAX_TOKENS = 1_000_000

@@ -212,7 +212,7 @@ def _cast_kept(model: nn.Module, dtype: torch.dtype) -> None:
             if getattr(module, "bias", None) is not None and module.bias.dtype != dtype:
                 module.bias = module.bias.to(dtype)
             continue
-        for name, p in list(module.named_parameters(recurse=False)):
+        for p in list(module.parameters(recurse=False)):
             if p.is_floating_point() and p.dtype != dtype:
                 p.data = p.data.to(dtype)  # in place on the Parameter: tied parameters stay one object
         for name, b in list(module.named_buffers(recurse=False)):
@@ -247,11 +247,23 @@ def dequantize_model(model: nn.Module, dtype: torch.dtype = torch.float32) -> nn
 
 
 def model_bytes(model: nn.Module) -> int:
-    """Bytes of every parameter and buffer of ``model``, each storage once (tied tensors once)."""
+    """Bytes of every parameter and buffer of ``model``, each storage once (tied tensors once).
+
+    Tensor subclasses that wrap others (torchao's quantized weights) count their inner tensors.
+    """
     seen: dict[int, int] = {}
-    for t in [*model.parameters(), *(b for b in model.buffers() if b is not None)]:
+
+    def add(t: torch.Tensor) -> None:
         if t.device.type == "meta":
-            continue
+            return
+        if hasattr(t, "__tensor_flatten__") and type(t) not in (torch.Tensor, nn.Parameter):
+            names, _ = t.__tensor_flatten__()
+            for name in names:
+                add(getattr(t, name))
+            return
         storage = t.untyped_storage()
         seen[storage.data_ptr()] = storage.nbytes()
+
+    for t in [*model.parameters(), *(b for b in model.buffers() if b is not None)]:
+        add(t)
     return sum(seen.values())

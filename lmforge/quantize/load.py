@@ -88,11 +88,19 @@ def load_any_run(run_dir: str | Path, *, layout: str = "auto") -> LoadedRun:
         raise UserError(f"the weights file lacks {len(left)} tensors (e.g. {left[0]})", str(weights),
                         "quantize the source run again")
     if layout == "auto":
-        for module in model.modules():
-            if isinstance(module, Int4Linear) and not getattr(module, "tied_to_embedding", False):
-                module.to_cpu_kernel_layout()
+        use_cpu_kernel_layout(model)
     model.eval()
     return LoadedRun(run_dir, config, tokenizer, spec, model, weights)
+
+
+def use_cpu_kernel_layout(model: nn.Module) -> int:
+    """Re-lay every int4 linear that fits PyTorch's bf16 CPU kernel (not a head tied to a
+    quantized embedding, whose rows the embedding reads); returns how many were."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, Int4Linear) and not getattr(module, "tied_to_embedding", False):
+            count += module.to_cpu_kernel_layout()
+    return count
 
 
 def _check_fits(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: Path) -> None:

@@ -35,8 +35,8 @@ from lmforge.quantize.primitives import (
     unpack_int4_rows,
 )
 
-INT4_KERNEL_GROUPS = (32, 64, 128, 256)
-KERNEL_ALIGNMENT = 64  # bytes: the int8 kernel crashes on codes at other offsets (torch 2.13, AVX-512)  # group sizes torch._weight_int4pack_mm_for_cpu accepts
+INT4_KERNEL_GROUPS = (32, 64, 128, 256)  # group sizes torch._weight_int4pack_mm_for_cpu accepts
+KERNEL_ALIGNMENT = 64  # bytes: the int8 kernel crashes on codes at other offsets (torch 2.13, AVX-512)
 _HAS_INT8_KERNEL = hasattr(torch, "_weight_int8pack_mm")
 _HAS_INT4_KERNEL = hasattr(torch, "_weight_int4pack_mm_for_cpu") and hasattr(
     torch, "_convert_weight_to_int4pack_for_cpu"

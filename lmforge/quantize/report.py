@@ -64,6 +64,8 @@ def quantize_run(run_dir: str | Path, precision: str, *, group_size: int | None 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError("run directory not found", str(run_dir), "pass the RUN_DIR that lmforge train wrote")
+    if precision == "int4" and group_size is None:
+        scheme = make_scheme(precision, _qat_group_size(run_dir), scale, keep_embeddings)
     info = read_quantization(run_dir)
     if info is not None and not force:
         raise UserError("the run is quantized already", f"{run_dir} ({info.get('label', '?')})",
@@ -102,6 +104,17 @@ def quantize_run(run_dir: str | Path, precision: str, *, group_size: int | None 
                    _planned(loaded.spec, scheme), after),
         seconds=time.perf_counter() - started, int4_layout=int4_layout,
     )
+
+
+def _qat_group_size(run_dir: Path) -> int | None:
+    """The group size an int4 quantization-aware run trained with (so that quantizing it
+    reproduces the weights training saw), else None."""
+    from lmforge.train.config import load_config
+
+    if not (run_dir / "config.yaml").is_file():
+        return None
+    qat = load_config(run_dir / "config.yaml").qat
+    return qat.group_size if qat.precision == "int4" else None
 
 
 def _planned(spec, scheme: Scheme) -> int:

@@ -58,8 +58,9 @@ def kept_and_quantized(model: nn.Module) -> tuple[list[str], list[str]]:
     """(names of tensors kept at 16 bits, names of the quantized modules)."""
     quantized = [name for name, m in model.named_modules() if isinstance(m, QUANTIZED_MODULES)]
     inside = tuple(f"{name}." for name in quantized)
-    kept = [name for name, t in model.state_dict().items() if not name.startswith(inside) and t.is_floating_point()]
-    quant_biases = [name for name, t in model.state_dict().items() if name.startswith(inside) and name.endswith(".bias")]
+    state = model.state_dict()
+    kept = [name for name, t in state.items() if not name.startswith(inside) and t.is_floating_point()]
+    quant_biases = [name for name in state if name.startswith(inside) and name.endswith(".bias")]
     return sorted(kept + quant_biases), quantized
 
 

@@ -33,6 +33,7 @@ import torch
 from lmforge.distributed.env import (
     DistEnv,
     any_rank,
+    barrier,
     broadcast,
     gather,
     mean_over_ranks,
@@ -370,6 +371,7 @@ def _train(config: RunConfig, run_dir: Path, run: _Setup) -> TrainResult:
     _warn_epochs(data, step, sequences, config.data.max_epochs, log)
     per_rank = gather(env, {"rank": env.rank, "held": held, "peak_memory_bytes": _peak_memory(device)})
     if not env.main:
+        barrier(env)  # rank 0 writes the report; the job ends together
         return TrainResult(run_dir, step, tokens_seen, loss_value, validation, rate, mfu, stopped_by, {}, {}, False)
     history = read_metrics(run_dir / "metrics.jsonl")
     if history:
@@ -386,6 +388,7 @@ def _train(config: RunConfig, run_dir: Path, run: _Setup) -> TrainResult:
         tokens_by_source=data.mixture.tokens_drawn(step, sequences),
     )
     write_report(run_dir / "report.json", prediction, measured)
+    barrier(env)
     return TrainResult(run_dir, step, tokens_seen, loss_value, validation, measured["tokens_per_second"],
                        measured["mfu"], stopped_by, measured["tokens_by_source"], measured["epochs"])
 

@@ -152,3 +152,17 @@ def test_batch_that_does_not_split_over_ranks_is_refused(runs, tmp_path):
     assert "lmforge/" not in result.stderr  # no traceback of ours; torchrun adds its own summary of the exit codes
     assert "exitcode  : 2" in result.stderr
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("preset", ["tiny-bert", "tiny-t5"])
+def test_encoder_and_encoder_decoder_families_shard_too(runs, tmp_path, preset):
+    """Masked LM (BERT layout) and span corruption (T5 layout) under zero3 reach the
+    single-process weights: the corruption of each micro-batch is seeded by its global index."""
+    values = {"out_dir": tmp_path, "model.preset": preset, **runs.shared}
+    one = launch(None, {**values, "name": "one"})
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = launch(2, {**values, "name": "two", "parallel.strategy": "zero3"})
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert a.keys() == b.keys()
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5

@@ -277,3 +277,35 @@ def test_unknown_names_list_the_choices(name):
 def test_bad_inputs_raise_user_error(call):
     with pytest.raises(UserError):
         call(small())
+
+
+def test_autocast_recipe_shards_fp32_weights_gradients_and_states_as_fsdp2_does():
+    """lmforge's own training (fp32 weights = master, fp32 gradients, AdamW 8 B/param):
+    ddp 16P; zero1 8P + 8P/N; zero2 and zero3 16P/N at rest, plus the gathered 16-bit
+    weights: all of them under zero2 (2P: ZeRO-2's 2P + 14P/N with 4-byte gradients),
+    the two largest units under zero3."""
+    from lmforge.plan.memory import training_memory
+    from lmforge.plan.presets import get_preset
+
+    spec = get_preset("gpt2").spec
+    p = 124_439_808
+    ddp = training_memory(spec, strategy="ddp", n_gpus=8, recipe="autocast")
+    assert (ddp.weights, ddp.gradients, ddp.optimizer_states, ddp.master_weights) == (4 * p, 4 * p, 8 * p, 0)
+    z1 = training_memory(spec, strategy="zero1", n_gpus=8, recipe="autocast")
+    assert (z1.weights, z1.gradients, z1.optimizer_states) == (4 * p, 4 * p, 8 * p // 8)
+    z2 = training_memory(spec, strategy="zero2", n_gpus=8, recipe="autocast")
+    assert (z2.weights, z2.gradients, z2.optimizer_states) == (4 * p // 8, 4 * p // 8, 8 * p // 8)
+    assert z2.gathered_params == 2 * p  # bf16 copies kept from forward to backward
+    z3 = training_memory(spec, strategy="zero3", n_gpus=8, recipe="autocast")
+    assert z3.model_states == 16 * p // 8 and 0 < z3.gathered_params < z2.gathered_params
+    master = training_memory(spec, strategy="zero2", n_gpus=8)  # the ZeRO paper's recipe is unchanged
+    assert (master.weights, master.gradients) == (2 * p, -(-2 * p // 8))
+
+
+def test_unknown_recipe_is_refused():
+    from lmforge.errors import UserError
+    from lmforge.plan.memory import training_memory
+    from lmforge.plan.presets import get_preset
+
+    with pytest.raises(UserError, match="recipe"):
+        training_memory(get_preset("gpt2").spec, recipe="apex")
