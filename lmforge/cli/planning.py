@@ -26,6 +26,7 @@ def memory(
     optimizer: Literal["adamw", "sgd", "adam8bit"] = "adamw",
     recompute: Literal["none", "selective", "full"] = "selective",
     offload: bool = False,
+    recipe: Literal["master", "autocast"] = "master",
     group_size: int = 128,
     kv_batch: int = 1,
     json: bool = False,
@@ -49,6 +50,7 @@ def memory(
         optimizer: adamw (12 B/param of fp32 states), sgd (momentum), adam8bit
         recompute: activation recomputation: none, selective (attention, as SDPA/flash), full
         offload: offload optimizer states and master weights to CPU (ZeRO-Offload)
+        recipe: master (16-bit weights + fp32 master: DeepSpeed, Megatron) or autocast (fp32 weights: lmforge train)
         group_size: int4 quantization group size for the storage table
         kv_batch: sequences in the KV-cache figure (at the full context)
         json: print JSON instead of tables
@@ -70,6 +72,7 @@ def memory(
         optimizer=optimizer,
         recompute=recompute,
         offload_optimizer=offload,
+        recipe=recipe,
         group_size=group_size,
         kv_batch=kv_batch,
     )

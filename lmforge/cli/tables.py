@@ -42,7 +42,8 @@ def memory(report) -> None:
                     f"{_both(report.kv_cache)} for {report.kv_batch} x {report.kv_context:,} tokens")
     first = report.strategies[0]
     title = (f"To train, per GPU on {report.gpus}: micro-batch {first.micro_batch} x {first.seq_len:,} tokens, "
-             f"{first.precision}{' mixed precision' if first.precision != 'fp32' else ''}, {first.optimizer}, "
+             f"{first.precision}{' mixed precision' if first.precision != 'fp32' else ''}"
+             f"{' (autocast: fp32 weights)' if first.recipe == 'autocast' else ''}, {first.optimizer}, "
              f"recompute {first.recompute}")
     capacity = report.capacity_bytes
     rows = []
@@ -63,6 +64,7 @@ def memory(report) -> None:
         rows,
         caption=f"margin: {first.margin_fraction:.0%} of the rest + {format_bytes(first.margin_fixed_bytes, 'GiB')} "
         "(CUDA context, buffers, fragmentation); zero3 adds the gathered weights of two layers"
+        + ("; zero2 the gathered 16-bit copy of all weights" if first.recipe == "autocast" else "")
         + ("; offload: optimizer states and master weights in CPU memory" if report.strategies[-1].offload_optimizer
            else ""),
     )

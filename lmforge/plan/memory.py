@@ -152,16 +152,20 @@ def _place(full: dict[str, Any], strategy: str, n_gpus: int, offload: bool, exac
     return gpu, cpu
 
 
-def reduction_limit(strategy: str, precision: str = "bf16", optimizer: str = "adamw") -> float | None:
+def reduction_limit(strategy: str, precision: str = "bf16", optimizer: str = "adamw",
+                    recipe: str = "master") -> float | None:
     """DDP model-state bytes over this strategy's per-GPU bytes as N_d grows without
     bound (ZeRO Sec. 5, Figure 1): stage 1 -> total / (weights + gradients), 4x for mixed
     AdamW; stage 2 -> total / weights, 8x; stage 3 -> None (unbounded: N_d x, linear).
-    single/ddp: 1. Offloading the optimizer does not change these limits.
+    single/ddp: 1. Offloading the optimizer does not change these limits. The autocast
+    recipe: stage 1 -> 16 / (4 + 4) = 2x; stages 2 and 3 shard everything (None).
     """
     check_choice("strategy", strategy, STRATEGIES)
-    per = training_bytes_per_param(precision, optimizer)
+    per = training_bytes_per_param(precision if recipe == "master" else "fp32", optimizer)
     if strategy in ("single", "ddp"):
         return 1.0
+    if recipe == "autocast":
+        return per.total / (per.weights + per.gradients) if strategy == "zero1" else None
     if strategy == "zero1":
         return per.total / (per.weights + per.gradients)
     if strategy == "zero2":
@@ -265,6 +269,7 @@ class TrainingMemory:
     reduction_vs_ddp: float
     reduction_limit: float | None  # None: grows linearly with n_gpus (zero3)
     activation_detail: ActivationBytes
+    recipe: str = "master"  # "autocast": fp32 weights and gradients, no master copy (lmforge train)
 
     @property
     def model_states(self) -> int:
@@ -370,8 +375,9 @@ def training_memory(
         total=subtotal + margin,
         cpu_offload=cpu,
         reduction_vs_ddp=sum(full.values()) / sum(gpu.values()),
-        reduction_limit=reduction_limit(strategy, precision, optimizer),
+        reduction_limit=reduction_limit(strategy, precision, optimizer, recipe),
         activation_detail=act,
+        recipe=recipe,
     )
 
 

@@ -98,6 +98,7 @@ def memory_report(
     optimizer: str = "adamw",
     recompute: str = "selective",
     offload_optimizer: bool = False,
+    recipe: str = "master",
     group_size: int = 128,
     kv_batch: int = 1,
     kv_context: int | None = None,
@@ -113,7 +114,7 @@ def memory_report(
     per_token = kv_cache_bytes(spec, 1, 1, "bf16", source_len=1) if has_cache else 0
     kv_total = kv_cache_bytes(spec, kv_batch, kv_context, "bf16", source_len=kv_context) if has_cache else 0
     train_kwargs = dict(micro_batch=micro_batch, seq_len=seq_len, precision=precision, optimizer=optimizer,
-                        recompute=recompute)
+                        recompute=recompute, recipe=recipe)
     strategies = tuple(compare_strategies(spec, n_gpus=gpus.count, offload_optimizer=offload_optimizer,
                                           **train_kwargs))
     least = least_mem = needed = least_full = needed_full = None

@@ -21,7 +21,7 @@ from lmforge.plan.flops import palm_flops_per_token
 from lmforge.plan.laws import get_law
 from lmforge.plan.memory import ZERO3_OFFLOAD, TrainingMemory, least_sharding, training_memory
 from lmforge.plan.specs import ModelSpec, param_counts
-from lmforge.plan.units import gib, parse_bytes, parse_count
+from lmforge.plan.units import format_bytes, parse_bytes, parse_count
 from lmforge.train.config import RunConfig
 
 
@@ -137,11 +137,13 @@ def check_memory(config: RunConfig, spec: ModelSpec, device: torch.device, strat
     zero2/zero3 shard a model that ddp would hold with room to spare."""
     memory = run_memory(config, spec, device, strategy, world)
     capacity, source = device_capacity(config, device, local_world)
-    log(f"memory per device (planner): {gib(memory.total):.2f} GiB under {strategy} on {world} "
-        f"(weights {gib(memory.weights):.2f}, gradients {gib(memory.gradients):.2f}, optimizer "
-        f"{gib(memory.optimizer_states):.2f}, activations {gib(memory.activations):.2f}, gathered "
-        f"{gib(memory.gathered_params):.2f}, margin {gib(memory.margin):.2f}); available {gib(capacity):.2f} GiB "
-        f"({source})")
+    def size(n: float) -> str:
+        return format_bytes(n, "GiB") if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+    log(f"memory per device (planner): {size(memory.total)} under {strategy} on {world} "
+        f"(weights {size(memory.weights)}, gradients {size(memory.gradients)}, optimizer "
+        f"{size(memory.optimizer_states)}, activations {size(memory.activations)}, gathered "
+        f"{size(memory.gathered_params)}, margin {size(memory.margin)}); available {size(capacity)} ({source})")
     kwargs = dict(micro_batch=config.train.micro_batch, seq_len=config.data.seq_len, precision=config.train.precision,
                   recompute="full" if config.train.activation_checkpointing else "selective", n_gpus=world,
                   margin_fixed_bytes=2**30 if device.type == "cuda" else 0, recipe="autocast")
@@ -155,14 +157,14 @@ def check_memory(config: RunConfig, spec: ModelSpec, device: torch.device, strat
         else:
             fix = "use more GPUs, a smaller train.micro_batch or train.activation_checkpointing true"
         raise UserError(
-            f"the run is predicted not to fit: {gib(memory.total):.2f} GiB per device under {strategy} on "
-            f"{world}, {gib(capacity):.2f} GiB available",
+            f"the run is predicted not to fit: {size(memory.total)} per device under {strategy} on "
+            f"{world}, {size(capacity)} available",
             f"{source}", f"{fix} (or --force to try anyway)",
         )
     if strategy in ("zero2", "zero3") and world > 1:
         ddp = training_memory(spec, strategy="ddp", **kwargs)
         if ddp.total < capacity / 2:
-            log(f"warning: {strategy} shards a model that ddp would hold in {gib(ddp.total):.2f} GiB per device "
+            log(f"warning: {strategy} shards a model that ddp would hold in {size(ddp.total)} per device "
                 f"({100 * ddp.total / capacity:.0f}% of it); sharding buys little here and costs communication")
     return memory
 
