@@ -97,10 +97,24 @@ def setup(strategy: str, backend: str, device_name: str, timeout: float) -> Dist
         backend = "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl" and device.type != "cuda":
         raise UserError("the nccl backend needs GPUs", f"train.device={device_name}", "use --parallel.backend gloo")
+    restart = _env_int("TORCHELASTIC_RESTART_COUNT", 0)
     if not dist.is_initialized():
         kwargs = {"device_id": device} if device.type == "cuda" else {}
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout), **kwargs)
-    return DistEnv(rank, world, local_rank, local_world, device, backend, _env_int("TORCHELASTIC_RESTART_COUNT", 0))
+        wait = datetime.timedelta(seconds=timeout)
+        dist.init_process_group(backend, store=_store(rank, world, restart, wait), rank=rank, world_size=world,
+                                timeout=wait, **kwargs)
+    return DistEnv(rank, world, local_rank, local_world, device, backend, restart)
+
+
+def _store(rank: int, world: int, restart: int, timeout: datetime.timedelta) -> dist.Store:
+    """The job's key-value store (torchrun's, at MASTER_ADDR:MASTER_PORT), under a prefix
+    of its own for each restart: the process group's keys (gloo publishes each rank's
+    address there) are otherwise the same in every attempt, and a restarted rank could
+    read a dead peer's address from the attempt before ("Connection refused")."""
+    host, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), _env_int("MASTER_PORT", 29500)
+    agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = dist.TCPStore(host, port, world, is_master=rank == 0 and not agent_hosts_it, timeout=timeout)
+    return dist.PrefixStore(f"lmforge/attempt-{restart}", store)
 
 
 def teardown(env: DistEnv) -> None:

@@ -328,10 +328,18 @@ class EncoderLM(nn.Module):
         labels: torch.Tensor | None = None,
         *,
         reduction: str = "mean",
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """MLM logits (B, S, V); with ``labels`` (B, S) (-100 = no loss) also the fp32
-        cross-entropy: "mean" (over counted labels), "sum", or "none" (B, S)."""
-        logits = self.logits(self.encode(input_ids, attention_mask, token_type_ids))
+        cross-entropy: "mean" (over counted labels), "sum", or "none" (B, S).
+
+        ``positions`` (B, S) bool: the head runs on those positions only and the logits
+        are (count, V), in row-major order (masked LM training scores ~15% of tokens;
+        one call through ``forward`` keeps wrappers such as DDP and FSDP in the loop)."""
+        hidden = self.encode(input_ids, attention_mask, token_type_ids)  # (B, S, C)
+        if positions is not None:
+            return self.logits(hidden[positions])  # (count, V)
+        logits = self.logits(hidden)
         if labels is None:
             return logits
         return logits, token_loss(logits, labels, reduction)

@@ -130,18 +130,19 @@ def _prepare_run_dir(config: RunConfig, resume: bool, restart: int = 0) -> Path:
 
 
 def _on_main(env: DistEnv, work: Callable[[], object]) -> object:
-    """Run ``work`` on rank 0, then the same outcome everywhere: its result, or its
-    UserError raised on every rank (so that no rank waits for one that gave up)."""
-    outcome: tuple = (None, None)
+    """Run ``work`` on rank 0 and return its result there (None elsewhere); a UserError it
+    raises is raised on every rank, so that no rank waits for one that gave up. Only the
+    error crosses between processes."""
+    result, error = None, None
     if env.main:
         try:
-            outcome = (work(), None)
+            result = work()
         except UserError as exc:
-            outcome = (None, (exc.what, exc.value, exc.fix))
-    outcome = broadcast(env, outcome)
-    if outcome[1] is not None:
-        raise UserError(*outcome[1])
-    return outcome[0]
+            error = (exc.what, exc.value, exc.fix)
+    error = broadcast(env, error)
+    if error is not None:
+        raise UserError(*error)
+    return result
 
 
 def evaluate_sources(
@@ -192,7 +193,8 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
         if restarted:
             log(f"torchrun restart {env.restart}: resuming from the latest complete checkpoint")
         resume = resume or restarted
-        run_dir = _on_main(env, lambda: _prepare_run_dir(config, resume, env.restart))
+        _on_main(env, lambda: _prepare_run_dir(config, resume, env.restart))
+        run_dir = config.run_dir
         plan = _Setup(env, strategy, sequences, accumulation, resume, init_from, quiet, log, model_hook, force)
         try:
             return _train(config, run_dir, plan)
@@ -249,10 +251,9 @@ def _train(config: RunConfig, run_dir: Path, run: _Setup) -> TrainResult:
     t, env, log = config.train, run.env, run.log
     torch.manual_seed(t.seed)
     device = env.device
-    data = _on_main(env, lambda: setup_data(config.data, run_dir, seed=t.seed, log=log)) if env.main else None
+    data = _on_main(env, lambda: setup_data(config.data, run_dir, seed=t.seed, log=log))  # rank 0 prepares
     if not env.main:
-        _on_main(env, lambda: None)
-        data = setup_data(config.data, run_dir, seed=t.seed, log=_silent)  # prepared by rank 0: found as it is
+        data = setup_data(config.data, run_dir, seed=t.seed, log=_silent)  # then finds it all as it is
     spec = model_spec(config.model, data.tokenizer.vocab_size, config.data.seq_len)
     objective = Objective(resolve_objective(config.objective, spec, data.tokenizer), config.objective,
                           data.tokenizer, config.data.seq_len)

@@ -100,8 +100,7 @@ class Objective:
         count = int(chosen.sum())
         if self.name == "mlm":  # the head runs on the chosen positions only (15%), not on every token
             with autocast():
-                hidden = model.encode(input_ids, attention_mask)  # (n, S, d)
-                logits = model.logits(hidden[chosen])  # (count, V)
+                logits = model(input_ids, attention_mask, positions=chosen)  # (count, V)
             targets = labels[chosen]
             loss = F.cross_entropy(logits.float(), targets)
             return loss, count, int((logits.argmax(-1) == targets).sum())
