@@ -8,8 +8,9 @@ trained on the rest for a fixed number of steps. Then, each written with
 `generate` / `eval` do), scored on every held-out token:
 
 - bf16, int8 (absmax, and MSE scales), int4 group 32 (absmax, MSE) and group 128;
-- int4-g32 after quantization-aware training: ``--qat-steps`` more steps with fake-quantized
-  linears (`lmforge train --init-from RUN --qat int4 --qat.group-size 32`), then quantized;
+- int4 (group ``--qat-group``, default 32) after quantization-aware training: ``--qat-steps``
+  more steps with fake-quantized linears (`lmforge train --init-from RUN --qat int4
+  --qat.group-size 32`), then quantized;
 - the control: the same steps of ordinary training, then quantized (so that what QAT
   recovers is not just what more training gives).
 
@@ -17,7 +18,8 @@ MSE scales are weighted by the mean squared activations of 32K tokens of the *tr
 text (never the held-out text). int8/int4 runs compute in bf16 (PyTorch's fused CPU
 weight-only kernels); the "path" field says which kernel each linear used.
 
-    python benchmarks/quantize_quality.py [--steps 400] [--qat-steps 150] [--out /tmp/lmforge-quantize]
+    python benchmarks/quantize_quality.py [--steps 400] [--qat-steps 150] [--qat-group 32]
+        [--out /tmp/lmforge-quantize] [--reuse-base]
 """
 
 from __future__ import annotations
@@ -107,25 +109,34 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--qat-steps", type=int, default=150)
     parser.add_argument("--qat-lr", type=float, default=3e-4)
+    parser.add_argument("--qat-group", type=int, default=32, choices=[32, 64, 128])
+    parser.add_argument("--reuse-base", action="store_true", help="keep OUT/base from an earlier run of this script")
     parser.add_argument("--vocab", type=int, default=4096)
     parser.add_argument("--out", default="/tmp/lmforge-quantize")
     args = parser.parse_args()
     if not CORPUS.exists():
         raise SystemExit(f"corpus not found: {CORPUS} (see ../shared/corpora/README.md)")
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    if args.reuse_base and (out / "base" / "model.safetensors").is_file():
+        for stale in [p for p in out.iterdir() if p.is_dir() and p.name != "base"]:
+            shutil.rmtree(stale)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
     train_file, val_file, calib_file = split(out)
     started = time.perf_counter()
-    quiet = contextlib.redirect_stdout(io.StringIO())
-    with quiet:
-        base = train(config(out, "base", args.steps, 2e-3, 50, **{
-            "data.sources": [f"shakespeare={train_file}?whole=1"], "data.vocab_size": args.vocab}), quiet=True).run_dir
+    base = out / "base"
+    if not (base / "model.safetensors").is_file():
+        with contextlib.redirect_stdout(io.StringIO()):
+            train(config(out, "base", args.steps, 2e-3, 50, **{
+                "data.sources": [f"shakespeare={train_file}?whole=1"], "data.vocab_size": args.vocab}), quiet=True)
     train_seconds = time.perf_counter() - started
+    group = args.qat_group
+    qat_label = f"int4-g{group}"
     reuse = {"data.sources": [f"shakespeare={train_file}?whole=1"], "data.tokenizer": str(base / "tokenizer.json"),
              "data.shards": str(base / "data")}
     qat_config = config(out, "qat", args.qat_steps, args.qat_lr, 10, **reuse, **{
-        "qat.precision": "int4", "qat.group_size": 32})
+        "qat.precision": "int4", "qat.group_size": group})
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         qat = train(qat_config, init_from=base, quiet=True, model_hook=qat_hook(qat_config.qat)).run_dir
@@ -152,7 +163,7 @@ def main() -> None:
         result = evaluate(float_run.model, float_run, {"held_out": stream})
         rows.append({"label": "fp32", "source": name, "loss": round(result.loss, 5),
                      "perplexity": round(result.perplexity, 4), "bits_per_byte": round(result.bits_per_byte, 5)})
-        rows.append(measure(run_dir, "int4-g32", ("int4", 32), stream, out))
+        rows.append(measure(run_dir, qat_label, ("int4", group), stream, out))
         print(json.dumps(rows[-2:]), file=sys.stderr, flush=True)
 
     def ppl(label: str, source: str = "base") -> float:
@@ -161,8 +172,8 @@ def main() -> None:
     base_ppl = ppl("fp32")
     for row in rows:
         row["perplexity_change_vs_base_fp32"] = f"{100 * (row['perplexity'] / base_ppl - 1):+.3f}%"
-    ptq_loss = ppl("int4-g32") - base_ppl
-    control_loss = ppl("int4-g32", "control") - ppl("fp32", "control")
+    ptq_loss = ppl(qat_label) - base_ppl
+    control_loss = ppl(qat_label, "control") - ppl("fp32", "control")
     print(json.dumps({
         "benchmark": "quantize_quality",
         "date": datetime.date.today().isoformat(),
@@ -170,19 +181,20 @@ def main() -> None:
         "corpus": "tinyshakespeare.txt, last 10% held out",
         "model": f"GPT-2 style, 6 layers, d_model 256, 8 heads, context 256, tied, BPE vocab {args.vocab}",
         "train": {"steps": args.steps, "batch_tokens": BATCH_TOKENS, "seconds": round(train_seconds, 1)},
-        "qat": {"steps": args.qat_steps, "lr": args.qat_lr, "seconds": round(qat_seconds, 1)},
+        "qat": {"steps": args.qat_steps, "lr": args.qat_lr, "group_size": group, "seconds": round(qat_seconds, 1)},
         "held_out_tokens": int(len(stream) - 1),
         "rows": rows,
         "targets": {
             "int8_within_1pct_of_fp32": abs(ppl("int8") / base_ppl - 1) <= 0.01,
             "int8_change": f"{100 * (ppl('int8') / base_ppl - 1):+.3f}%",
-            "int4_g32_ptq_perplexity_loss": round(ptq_loss, 4),
-            "qat_recovered_fraction_vs_base": round((ppl("int4-g32") - ppl("int4-g32", "qat")) / ptq_loss, 3)
+            "qat_label": qat_label,
+            "ptq_perplexity_loss_of_base": round(ptq_loss, 4),
+            "qat_recovered_fraction_vs_base": round((ppl(qat_label) - ppl(qat_label, "qat")) / ptq_loss, 3)
             if ptq_loss > 0 else None,
-            "control_int4_perplexity_loss": round(control_loss, 4),
-            "qat_int4_perplexity_loss": round(ppl("int4-g32", "qat") - ppl("fp32", "qat"), 4),
+            "ptq_perplexity_loss_of_control": round(control_loss, 4),
+            "qat_perplexity_loss_own_fp32": round(ppl(qat_label, "qat") - ppl("fp32", "qat"), 4),
             "qat_recovered_fraction_vs_control": round(
-                (ppl("int4-g32", "control") - ppl("int4-g32", "qat")) / control_loss, 3) if control_loss > 0 else None,
+                (ppl(qat_label, "control") - ppl(qat_label, "qat")) / control_loss, 3) if control_loss > 0 else None,
         },
     }, indent=2))
 

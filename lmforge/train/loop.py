@@ -293,7 +293,7 @@ def _train(config: RunConfig, run_dir: Path, run: _Setup) -> TrainResult:
     flops_per_token = prediction.flops_per_token
     metrics = MetricsLogger(run_dir, resume_step=step if run.resume else None) if env.main else None
     started = time.perf_counter()
-    stopped_by, loss_value, rate, mfu, held = "steps", math.nan, 0.0, 0.0, None
+    stopped_by, loss_value, rate, mfu, held, unlogged = "steps", math.nan, 0.0, 0.0, None, None
     local_rows = sequences // env.world
     model.train()
     every = 10 if env.main else 0  # the other ranks print nothing
@@ -362,10 +362,14 @@ def _train(config: RunConfig, run_dir: Path, run: _Setup) -> TrainResult:
                         record[f"val_bpb/{name}"] = result.bits_per_byte
                     if result.accuracy is not None:
                         record[f"val_accuracy/{name}"] = result.accuracy
+            unlogged = record
             if metrics is not None and (step % t.log_every == 0 or step == total_steps or "val_loss/all" in record):
                 metrics.log(step, **record)
+                unlogged = None
             if step % t.ckpt_every == 0 and step < total_steps:
                 save_state(run_dir, step, parallel, _state(step, tokens_seen, data, sequences, scaler), t.keep_last)
+    if metrics is not None and unlogged is not None:  # stopped early between log steps: keep the last one
+        metrics.log(step, **unlogged)
     save_state(run_dir, step, parallel, _state(step, tokens_seen, data, sequences, scaler), t.keep_last)
     save_final_weights(run_dir / "model.safetensors", parallel)
     validation = evaluate_sources(parallel.model, data, config, device, objective)

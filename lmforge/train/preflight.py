@@ -192,6 +192,12 @@ def write_report(path: Path, prediction: Prediction, measured: dict) -> None:
                 "note": "on a CPU the measurement is the process's peak resident memory (Python, torch, data "
                 "included); on a GPU torch.cuda.max_memory_allocated",
             },
+            "model_states_per_rank": {
+                "predicted": {k: prediction.memory[k] for k in ("weights", "gradients", "optimizer_states")},
+                "measured": [{"rank": r["rank"], **(r["held"] or {})} for r in measured.get("memory_per_rank", [])],
+                "note": "bytes each rank holds, counted from its tensors after the first step; the planner's "
+                f"{prediction.strategy} on {prediction.world_size} (recipe autocast: fp32 weights and gradients)",
+            },
             "flops": {"predicted": prediction.total_flops,
                       "measured": prediction.flops_per_token * measured["tokens"]},
         },
