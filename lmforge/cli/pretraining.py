@@ -126,7 +126,7 @@ def train(
         lmforge train --data general=books.txt --train.max_tokens 20M --name books
         lmforge train --config run.yaml --train.lr 3e-4 --tokens auto
         lmforge train --resume runs/books
-        lmforge train --init-from runs/books --qat int4 --qat.group-size 32 --name books-qat --train.max-steps 200
+        lmforge train --init-from runs/books --qat int4 --qat.group-size 32 --train.max-steps 200
     """
     from lmforge.train.config import load_config, parse_overrides
     from lmforge.train.loop import train as run_training
@@ -142,6 +142,10 @@ def train(
         values["name"] = name
     if tokens is not None:
         values["train.max_tokens"] = tokens
+    if init_from is not None and config is None:  # start from what the source run was
+        from lmforge.train.continuation import continuation
+
+        config, values = continuation(Path(init_from), values)
     run_config = load_config(config, values)
     hook = None
     if run_config.qat.precision != "none":  # quantization-aware training (--qat int4)

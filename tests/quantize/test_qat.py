@@ -73,13 +73,14 @@ def test_lmforge_train_qat_then_quantize_gives_the_model_training_saw(tiny_runs,
     model scored at the end of training (both computed in bf16: within 0.02 nats)."""
     base = Path(tiny_runs("tiny-gpt2"))
     capsys.readouterr()
-    code, out, err = run(capsys, "train", "--config", base / "config.yaml", "--init-from", base, "--name", "qat",
-                         "--out-dir", tmp_path, "--data.tokenizer", base / "tokenizer.json", "--data.shards",
-                         base / "data", "--qat", "int4", "--qat.group-size", "32", "--train.max-steps", "3",
-                         "--train.eval-tokens", "1024", "--json")
+    # no --config: the source run's config, tokenizer and shards (lmforge.train.continuation)
+    code, out, err = run(capsys, "train", "--init-from", base, "--out-dir", tmp_path, "--qat", "int4",
+                         "--qat.group-size", "32", "--train.max-steps", "3", "--train.eval-tokens", "1024", "--json")
     assert code == 0, err
     trained = json.loads(out)
-    qat_dir = tmp_path / "qat"
+    qat_dir = tmp_path / f"{base.name}-qat-int4"
+    assert trained["run_dir"] == str(qat_dir)
+    assert not (qat_dir / "data").exists()  # the source's shards were reused, not re-tokenized
     plain = load_run(qat_dir)  # plain float weights, plain module names
     assert all(type(m) is not FakeQuantLinear for m in plain.model.modules())
     assert plain.config.qat.precision == "int4" and plain.config.qat.group_size == 32
