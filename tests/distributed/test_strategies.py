@@ -166,3 +166,16 @@ def test_encoder_and_encoder_decoder_families_shard_too(runs, tmp_path, preset):
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert a.keys() == b.keys()
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+
+
+def test_zero1_checkpoint_resumes_under_zero3(runs, tmp_path):
+    """zero1 checkpoints hold each optimizer state once, written by the rank that owns it;
+    zero3 ranks read the chunks of their shards from them."""
+    uninterrupted = losses(runs("single")[0])
+    paused = launch(2, {"out_dir": tmp_path, "name": "z1", "parallel.strategy": "zero1", "train.stop_at_step": 2,
+                        **runs.shared})
+    assert paused.returncode == 0, paused.stderr[-3000:]
+    resumed = launch(2, {"train.stop_at_step": "null", "parallel.strategy": "zero3"}, "--resume", tmp_path / "z1")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    got = losses(tmp_path / "z1")
+    assert all(abs(got[s] - uninterrupted[s]) < 1e-5 for s in (1, 2, 3, 4)), (got, uninterrupted)
