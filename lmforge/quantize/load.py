@@ -21,6 +21,7 @@ from lmforge.models.build import build_model
 from lmforge.quantize.convert import Scheme, make_scheme, quantized_skeleton
 from lmforge.quantize.modules import Int4Linear
 from lmforge.quantize.store import load_tensors
+from lmforge.train.checkpoint import fit_problems
 from lmforge.train.config import load_config
 from lmforge.train.model_setup import model_spec
 from lmforge.train.run_dir import LoadedRun, load_run
@@ -104,18 +105,7 @@ def use_cpu_kernel_layout(model: nn.Module) -> int:
 
 
 def _check_fits(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: Path) -> None:
-    missing = [k for k in expected if k not in tensors]
-    unexpected = [k for k in tensors if k not in expected]
-    wrong = [f"{k} is {tuple(tensors[k].shape)} {tensors[k].dtype} in the file but {tuple(v.shape)} {v.dtype} "
-             "in the model" for k, v in expected.items()
-             if k in tensors and (tensors[k].shape != v.shape or tensors[k].dtype != v.dtype)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing tensors (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
-    if wrong:
-        problems.append(f"{len(wrong)} mismatches (e.g. {wrong[0]})")
+    problems = fit_problems(tensors, expected, "file", check_dtype=True)
     if problems:
         raise UserError("quantized weights do not fit the model: " + "; ".join(problems), str(where),
                         "the run's config.yaml, tokenizer.json and quantization.json must be those it was written "

@@ -393,26 +393,35 @@ def _check_fits(weights: dict[str, torch.Tensor], expected: Mapping[str, torch.T
     ``safetensors.torch.save_model`` or other tools that keep one name per tied tensor).
     """
     _fill_tied(weights, expected)
-    missing = [k for k in expected if k not in weights]
-    unexpected = [k for k in weights if k not in expected]
-    shapes = [
-        f"{k} is {tuple(weights[k].shape)} in the checkpoint but {tuple(v.shape)} in the model"
-        for k, v in expected.items()
-        if k in weights and weights[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing tensors (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]})")
+    problems = fit_problems(weights, expected, "checkpoint")
     if problems:
         raise UserError(
             "checkpoint does not fit the model: " + "; ".join(problems),
             str(where),
             "build the model from the run's config.yaml (same preset and vocab size) before loading",
         )
+
+
+def fit_problems(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], where: str,
+                 check_dtype: bool = False) -> list[str]:
+    """What keeps ``tensors`` (from a file) from loading into ``expected`` (a state dict):
+    missing and unexpected names, shape (and optionally dtype) mismatches, with examples."""
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    wrong = [
+        f"{k} is {tuple(tensors[k].shape)}{f' {tensors[k].dtype}' if check_dtype else ''} in the {where} but "
+        f"{tuple(v.shape)}{f' {v.dtype}' if check_dtype else ''} in the model"
+        for k, v in expected.items()
+        if k in tensors and (tensors[k].shape != v.shape or (check_dtype and tensors[k].dtype != v.dtype))
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing tensors (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
+    if wrong:
+        problems.append(f"{len(wrong)} {'mismatches' if check_dtype else 'shape mismatches'} (e.g. {wrong[0]})")
+    return problems
 
 
 def _check_optimizer_fits(saved: dict, optimizer: torch.optim.Optimizer, where: Path) -> None:
