@@ -13,6 +13,7 @@ from lmforge.models import EncoderDecoderLM, build_model
 from lmforge.models.relative_position import RelativePositionBias, relative_position_bucket
 from lmforge.plan.presets import get_preset
 from lmforge.plan.specs import ModelSpec, param_counts
+from tests.models.overfit import overfit
 
 T5 = get_preset("tiny-t5").spec  # relative buckets, pre-norm RMSNorm, ReLU, no biases, tied
 TINY_BART = get_preset("bart-base").spec.with_(  # post-LN, learned positions (+2 rows), embedding norm, GELU
@@ -204,18 +205,9 @@ def test_overfits_one_teacher_forced_batch(style):
     dec, labels = targets[:, :-1], targets[:, 1:]
     mask = torch.ones_like(ids, dtype=torch.bool)
     mask[2, 18:] = False
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    first = None
-    for _ in range(200):
-        _, loss = model(ids, mask, dec, labels=labels)
-        first = loss.item() if first is None else first
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if loss.item() < 0.02:
-            break
+    first, last = overfit(model, lambda: model(ids, mask, dec, labels=labels)[1], steps=200)
     assert first > 3.5  # ~ln 64 = 4.16 at init
-    assert loss.item() < 0.05
+    assert last < 0.05
 
 
 @pytest.mark.parametrize("style", STYLES)
