@@ -294,6 +294,7 @@ def _train(config: RunConfig, run_dir: Path, run: _Setup) -> TrainResult:
     metrics = MetricsLogger(run_dir, resume_step=step if run.resume else None) if env.main else None
     started = time.perf_counter()
     stopped_by, loss_value, rate, mfu, held, unlogged = "steps", math.nan, 0.0, 0.0, None, None
+    evaluated: tuple[int, dict[str, EvalResult]] = (-1, {})  # (step, results) of the latest evaluation
     local_rows = sequences // env.world
     model.train()
     every = 10 if env.main else 0  # the other ranks print nothing
@@ -356,7 +357,8 @@ def _train(config: RunConfig, run_dir: Path, run: _Setup) -> TrainResult:
                 right_total, target_total = sum_over_ranks(env, counts)
                 record["accuracy"] = right_total / max(1.0, target_total)
             if step % t.eval_every == 0 or step == total_steps:
-                for name, result in evaluate_sources(parallel.model, data, config, device, objective).items():
+                evaluated = (step, evaluate_sources(parallel.model, data, config, device, objective))
+                for name, result in evaluated[1].items():
                     record[f"val_loss/{name}"] = result.loss
                     if objective.name == "causal":
                         record[f"val_bpb/{name}"] = result.bits_per_byte
@@ -372,7 +374,9 @@ def _train(config: RunConfig, run_dir: Path, run: _Setup) -> TrainResult:
         metrics.log(step, **unlogged)
     save_state(run_dir, step, parallel, _state(step, tokens_seen, data, sequences, scaler), t.keep_last)
     save_final_weights(run_dir / "model.safetensors", parallel)
-    validation = evaluate_sources(parallel.model, data, config, device, objective)
+    if evaluated[0] != step:  # the loop did not end on an evaluation (stopped early, or nothing to do)
+        evaluated = (step, evaluate_sources(parallel.model, data, config, device, objective))
+    validation = evaluated[1]
     _warn_epochs(data, step, sequences, config.data.max_epochs, log)
     per_rank = gather(env, {"rank": env.rank, "held": held, "peak_memory_bytes": _peak_memory(device)})
     if not env.main:
