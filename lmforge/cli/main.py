@@ -87,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         rank = os.environ.get("RANK", "0")  # under torchrun every rank reports; rank 0 plainly
-        print(f"error: {exc}" if rank == "0" else f"error (rank {rank}): {exc}", file=sys.stderr)
+        line = f"error: {exc}" if rank == "0" else f"error (rank {rank}): {exc}"
+        sys.stderr.write(line + "\n")  # one write: ranks sharing a terminal do not split each other's lines
+        sys.stderr.flush()
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
