@@ -3,9 +3,12 @@
 Tokenizer (byte-level BPE, 4,096 tokens) and token shards from the documentation
 strings of this Python's standard library, a GPT-2-style model of about 1.4M
 parameters trained for about ``minutes`` on this machine, its validation loss and bits
-per byte, and a sample of generated text. The token budget is fixed before training
-from a few timed training steps of the same model on this machine (so the
-learning-rate schedule is known in advance); the wall-clock limit is a safety stop.
+per byte, and a sample of generated text. The precision is the run's ``auto`` choice
+(`lmforge.train.precision`: bf16 only where this CPU computes it fast). The token budget
+is fixed before training from a few timed training steps of the same model, precision
+and micro-batch on this machine (`lmforge.train.calibrate`, the calibration the run's
+``plan.json`` then reports), so that the learning-rate schedule is known in advance and
+training plus its evaluations fill ``minutes``; the wall-clock limit is a safety stop.
 """
 
 from __future__ import annotations
@@ -15,14 +18,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from lmforge.plan.presets import get_preset
-from lmforge.train.calibrate import training_tokens_per_second
-from lmforge.train.config import load_config
+from lmforge.train.calibrate import calibrate
+from lmforge.train.config import ModelConfig, load_config
 from lmforge.train.loop import TrainResult, pick_device, train
+from lmforge.train.model_setup import model_spec
+from lmforge.train.precision import PrecisionChoice, choose_precision
 
 PRESET = "tiny-gpt2"
 SEQ_LEN = 128
 MICRO_BATCH = 16
-SPEED_MARGIN = 0.8  # evaluation, logging and checkpoints take the rest of the time
+BATCH_SEQUENCES = 32  # per optimizer step: 2 micro-batches
+EVAL_EVERY = 200
+EVAL_TOKENS = 65536
+SPEED_MARGIN = 0.9  # logging, checkpoints and the rank's other work take the rest of the time
 PROMPT = "Return the"
 
 
@@ -35,11 +43,18 @@ def free_run_dir(out_dir: Path, name: str) -> str:
     return candidate
 
 
-def quickstart_tokens(minutes: float, device) -> int:
-    """Tokens that fill ``minutes``, from a few timed training steps of the quickstart model."""
-    rate = training_tokens_per_second(get_preset(PRESET).spec, seq_len=SEQ_LEN, micro_batch=MICRO_BATCH,
-                                      device=device)
-    return max(100_000, int(minutes * 60 * rate * SPEED_MARGIN))
+def quickstart_tokens(minutes: float, device, precision: PrecisionChoice) -> int:
+    """Tokens whose training and evaluations fill ``minutes``, from a few timed training
+    steps (and evaluation forwards) of the quickstart model in ``precision``."""
+    spec = model_spec(ModelConfig(preset=PRESET), get_preset(PRESET).spec.vocab_size, SEQ_LEN)
+    speed = calibrate(spec, seq_len=SEQ_LEN, micro_batch=MICRO_BATCH, precision=precision.precision, device=device)
+    accumulation = BATCH_SEQUENCES // MICRO_BATCH
+    step_seconds = speed.step_seconds(accumulation)
+    eval_seconds = speed.eval_seconds(EVAL_TOKENS)
+    # steps s: s x step + ceil(s / EVAL_EVERY) x eval = budget, taking ceil(s / E) ~ s / E + 1
+    budget = minutes * 60 * SPEED_MARGIN - eval_seconds
+    steps = max(1, int(budget / (step_seconds + eval_seconds / EVAL_EVERY)))
+    return max(BATCH_SEQUENCES * SEQ_LEN, steps * BATCH_SEQUENCES * SEQ_LEN)
 
 
 def run_quickstart(out_dir: Path, name: str, *, minutes: float = 2.0, quiet: bool = False,
@@ -52,17 +67,19 @@ def run_quickstart(out_dir: Path, name: str, *, minutes: float = 2.0, quiet: boo
     check_positive("--minutes", minutes, upper=24 * 60)
     name = free_run_dir(out_dir, name)
     device = pick_device("auto")
-    tokens = quickstart_tokens(minutes, device)
+    precision = choose_precision("auto", device)
+    tokens = quickstart_tokens(minutes, device, precision)
     config = load_config(None, {
         "name": name, "out_dir": str(out_dir), "model.preset": PRESET, "data.sources": ["pydocs=builtin:pydocs"],
         "data.vocab_size": get_preset(PRESET).spec.vocab_size, "data.seq_len": SEQ_LEN,
-        "train.batch_tokens": 32 * SEQ_LEN, "train.micro_batch": MICRO_BATCH,
-        "data.max_epochs": 10.0, "train.lr": 2e-3, "train.warmup_steps": 30,
-        "train.max_tokens": str(tokens), "train.max_time": minutes * 60 * 1.25, "train.eval_every": 200,
+        "train.batch_tokens": BATCH_SEQUENCES * SEQ_LEN, "train.micro_batch": MICRO_BATCH,
+        "data.max_epochs": 10.0, "train.lr": 2e-3, "train.warmup_steps": 30, "train.precision": precision.precision,
+        "train.max_tokens": str(tokens), "train.max_time": minutes * 60 * 1.25, "train.eval_every": EVAL_EVERY,
+        "train.eval_tokens": EVAL_TOKENS,
         "train.ckpt_every": 500, "train.log_every": 10,
     })
     log(f"quickstart: training {PRESET} on the standard library's docstrings for about {minutes:g} min "
-        f"({tokens:,} tokens) in {config.run_dir}")
+        f"({tokens:,} tokens, {precision.precision}) in {config.run_dir}")
     result = train(config, quiet=quiet, log=log)
     val = result.validation["all"]
     log(f"validation: {val.loss:.3f} nats/token, perplexity {val.perplexity:.1f}, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from lmforge.plan.presets import get_preset
 from lmforge.quickstart import free_run_dir, run_quickstart
-from lmforge.train.calibrate import training_tokens_per_second
+from lmforge.train.calibrate import calibrate
 
 
 def test_quickstart_runs_end_to_end(tmp_path):
@@ -22,4 +22,5 @@ def test_quickstart_runs_end_to_end(tmp_path):
 
 def test_calibration_measures_a_positive_rate():
     spec = get_preset("tiny-gpt2").spec
-    assert training_tokens_per_second(spec, seq_len=32, micro_batch=2, steps=1) > 0
+    speed = calibrate(spec, seq_len=32, micro_batch=2, steps=1)
+    assert speed.tokens_per_second() > 0 and speed.eval_seconds(64) > 0

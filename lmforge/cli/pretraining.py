@@ -160,10 +160,7 @@ def train(
     if not result.main:  # another rank of a torchrun job: rank 0 reports
         return
     if json:
-        print_json({"run_dir": str(result.run_dir), "steps": result.steps, "tokens": result.tokens,
-                    "final_loss": result.final_loss, "tokens_per_second": result.tokens_per_second,
-                    "mfu": result.mfu, "stopped_by": result.stopped_by, "tokens_by_source": result.tokens_by_source,
-                    "validation": {k: v.to_dict() for k, v in result.validation.items()}})
+        print_json(result.to_dict())
     else:
         tables.train_result(result)
 

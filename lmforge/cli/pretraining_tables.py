@@ -51,7 +51,8 @@ def train_result(result) -> None:
             for name, tokens in result.tokens_by_source.items()))
     print_lines(
         f"{result.steps:,} steps, {format_count(result.tokens)} tokens, final training loss "
-        f"{_fmt(result.final_loss)}; {result.tokens_per_second:,.0f} tokens/s, MFU {result.mfu:.1%}; "
+        f"{_fmt(result.final_loss)}; {result.tokens_per_second:,.0f} tokens/s in {result.precision}, "
+        f"MFU {result.mfu:.1%}; "
         f"stopped by {result.stopped_by}",
         f"run directory: {result.run_dir} (report.json has predicted vs measured)",
     )

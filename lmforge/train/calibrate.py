@@ -1,42 +1,138 @@
-"""Measure a model's training speed on this machine before a run, to size the run.
+"""Time a few training steps of a model on this device, before a run, to predict the run.
 
-A time-limited run needs its token budget up front so that the learning-rate schedule
-finishes (``train.max_tokens``); a few timed training steps of the same model give it.
+``plan.json``'s tokens/s and seconds come from here, not from an assumed MFU: a copy of
+the run's model (same spec, precision, micro-batch, activation checkpointing and model
+hook) runs ``steps`` timed micro-batches of forward + backward after one warm-up, then
+its optimizer steps (gradient clipping included), and evaluation forwards without
+gradients. A step of the run is ``accumulation`` micro-batches and one optimizer step,
+so
+
+    step seconds = accumulation x micro-batch seconds + optimizer seconds
+
+and each figure is the median of its timings. The copy is built inside
+``torch.random.fork_rng`` so that the run's own initialisation is unchanged, and freed
+before the run builds its model. Results are remembered within the process for the same
+setting, so that a caller that sizes a run from a calibration (quickstart) and the run
+itself see the same numbers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import statistics
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import torch
 
 from lmforge.models.build import build_model
 from lmforge.plan.specs import ModelSpec
 from lmforge.train.optim import build_optimizer
+from lmforge.train.precision import autocast_dtype
+
+_MEMO: dict[str, Calibration] = {}
 
 
-def training_tokens_per_second(
-    spec: ModelSpec, *, seq_len: int, micro_batch: int, device: torch.device | str = "cpu", steps: int = 4,
-    precision: str = "bf16",
-) -> float:
-    """Best tokens/s of ``steps`` full training steps (after one warm-up step)."""
+@dataclass(frozen=True)
+class Calibration:
+    micro_batch_seconds: float  # forward + backward of one micro-batch
+    optimizer_seconds: float  # gradient clipping + optimizer step + zero_grad
+    eval_micro_batch_seconds: float  # a forward pass without gradients
+    micro_batch: int
+    seq_len: int
+    precision: str
+    device: str
+    timed_steps: int
+
+    def step_seconds(self, accumulation: int) -> float:
+        return accumulation * self.micro_batch_seconds + self.optimizer_seconds
+
+    def tokens_per_second(self, accumulation: int = 1) -> float:
+        """Training tokens/s of a step of ``accumulation`` micro-batches."""
+        return accumulation * self.micro_batch * self.seq_len / self.step_seconds(accumulation)
+
+    def eval_seconds(self, tokens: int) -> float:
+        """Seconds to evaluate ``tokens`` tokens (whole micro-batches)."""
+        batches = -(-tokens // (self.micro_batch * self.seq_len))
+        return batches * self.eval_micro_batch_seconds
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _causal_loss(model: torch.nn.Module, windows: torch.Tensor, autocast: Callable) -> torch.Tensor:
+    with autocast():
+        logits = model(windows[:, :-1])  # (n, seq_len, V)
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), windows[:, 1:].flatten())
+
+
+def calibrate(
+    spec: ModelSpec, *, seq_len: int, micro_batch: int, precision: str = "fp32", device: torch.device | str = "cpu",
+    steps: int = 3, loss: Callable | None = None, objective_name: str = "causal",
+    model_hook: Callable[[torch.nn.Module], None] | None = None, activation_checkpointing: bool = False,
+    windows: torch.Tensor | None = None,
+) -> Calibration:
+    """Time ``steps`` micro-batches, optimizer steps and evaluation forwards of a fresh
+    model built from ``spec`` (after one warm-up of each).
+
+    ``loss(model, windows, autocast) -> scalar`` is the objective (default: next-token
+    cross-entropy) on ``windows`` (micro_batch, seq_len + 1), the run's first micro-batch
+    (default: random token ids, fine for the causal objective).
+    """
     device = torch.device(device)
-    model = build_model(spec).to(device)
-    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
-    batch = torch.randint(0, spec.vocab_size, (micro_batch, seq_len + 1), device=device)
-    dtype = torch.float32 if precision == "fp32" else torch.bfloat16
-    best = float("inf")
-    for index in range(steps + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32"):
-            logits = model(batch[:, :-1])  # (micro_batch, seq_len, V)
-        torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten()).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if index:  # the first step warms up
-            best = min(best, time.perf_counter() - start)
-    return micro_batch * seq_len / best
+    key = json.dumps([spec.to_dict(), seq_len, micro_batch, precision, str(device), steps, objective_name,
+                      activation_checkpointing], sort_keys=True, default=str)
+    if model_hook is None and key in _MEMO:
+        return _MEMO[key]
+    loss = loss or _causal_loss
+    dtype = autocast_dtype(precision)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    forwards, optimizer_times, eval_times = [], [], []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model = build_model(spec).to(device)
+        if model_hook is not None:
+            model_hook(model)
+        model.gradient_checkpointing = activation_checkpointing
+        optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
+        if windows is None:
+            windows = torch.randint(0, spec.vocab_size, (micro_batch, seq_len + 1))
+        windows = windows.to(device)
+        model.train()
+        for index in range(steps + 1):
+            _sync(device)
+            start = time.perf_counter()
+            loss(model, windows, autocast).backward()
+            _sync(device)
+            middle = time.perf_counter()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            _sync(device)
+            if index:  # the first of each warms up
+                forwards.append(middle - start)
+                optimizer_times.append(time.perf_counter() - middle)
+        model.eval()
+        with torch.no_grad():
+            for index in range(steps + 1):
+                _sync(device)
+                start = time.perf_counter()
+                loss(model, windows, autocast)
+                _sync(device)
+                if index:
+                    eval_times.append(time.perf_counter() - start)
+        del model, optimizer
+    result = Calibration(statistics.median(forwards), statistics.median(optimizer_times),
+                         statistics.median(eval_times), micro_batch, seq_len, precision, str(device), steps)
+    if model_hook is None:
+        _MEMO[key] = result
+    return result

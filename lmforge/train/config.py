@@ -108,7 +108,9 @@ class TrainConfig:
     max_tokens: str | None = None  # a count like 20M, or "auto": 20 tokens per parameter
     max_time: float | None = None  # seconds of training
     stop_at_step: int | None = None  # pause here (checkpoint, schedule unchanged); resume later
-    precision: Literal["fp32", "bf16", "fp16"] = "bf16"
+    # auto: bf16 on GPUs that have it (else fp16 + loss scaling); on a CPU bf16 only where
+    # a probe finds it fast, else fp32 (lmforge.train.precision; LMFORGE_CPU_BF16=0|1 forces it)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
     activation_checkpointing: bool = False
     seed: int = 0
@@ -119,7 +121,9 @@ class TrainConfig:
     keep_last: int = 3
     log_every: int = 10
     peak_tflops: float | None = None  # for MFU; None: the GPU catalog's, or measured on CPU
-    expected_mfu: float = 0.4  # for plan.json's predicted tokens/s and time (report.json compares)
+    # plan.json's predicted speed: None times a few steps of this model here (lmforge.train.calibrate);
+    # a fraction (0.4) predicts peak x that MFU instead
+    expected_mfu: float | None = None
 
 
 @dataclass

@@ -9,6 +9,11 @@ checkpoint is written. Because the data and the schedule depend on the step alon
 the checkpoint holds the optimizer and RNG state, a resumed run is bit-identical on CPU
 to an uninterrupted one.
 
+The run is built by ``lmforge.train.build`` (data, model, strategy, optimizer,
+precision, prediction), each step is ``lmforge.train.step.train_step``; this module
+holds the loop around them, the evaluation / log / checkpoint after each step, and
+``finish`` (final weights, validation, plot, report).
+
 Under torchrun (``lmforge.distributed``) each rank takes its contiguous share of every
 global batch (``Mixture.batch(step, n, rank, world)``) and accumulates over
 ``batch / (world x micro_batch)`` micro-batches, so the tokens per step, the schedule
@@ -20,7 +25,7 @@ are sharded (``sharded_checkpoint``), every rank writing its part. Every stop de
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import math
 import shutil
 import time
@@ -30,50 +35,46 @@ from pathlib import Path
 
 import torch
 
-from lmforge.distributed.env import (
-    DistEnv,
-    any_rank,
-    barrier,
-    broadcast,
-    gather,
-    mean_over_ranks,
-    setup,
-    sum_over_ranks,
-    teardown,
-)
-from lmforge.distributed.held import held_bytes
-from lmforge.distributed.strategies import apply_strategy, resolve_strategy
+from lmforge.distributed.env import DistEnv, any_rank, barrier, broadcast, gather, setup, sum_over_ranks, teardown
+from lmforge.distributed.strategies import resolve_strategy
 from lmforge.errors import UserError
-from lmforge.models.build import build_model
+from lmforge.train.build import Options, Run, build_run
 from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.config import RunConfig, save_config
-from lmforge.train.data_setup import RunData, setup_data
+from lmforge.train.data_setup import RunData
 from lmforge.train.metrics import MetricsLogger, Progress, read_metrics
-from lmforge.train.model_setup import model_spec
-from lmforge.train.objective import EVAL_SEED_OFFSET, Objective, micro_batch_rng, resolve_objective
-from lmforge.train.optim import build_optimizer
-from lmforge.train.parallel_io import load_weights_from, resume_state, save_final_weights, save_state
-from lmforge.train.peak import peak_flops
+from lmforge.train.objective import EVAL_SEED_OFFSET, Objective
+from lmforge.train.parallel_io import save_final_weights, save_state
 from lmforge.train.plots import plot_loss
-from lmforge.train.preflight import check_memory, predict, write_report
-from lmforge.train.schedule import learning_rate
+from lmforge.train.precision import autocast_dtype, choose_precision
+from lmforge.train.preflight import write_report
 from lmforge.train.signals import StopRequests
+from lmforge.train.step import StepOutcome, train_step
 from lmforge.train.validation import EvalResult, combine, evaluate_objective, evaluate_stream
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainResult:
     run_dir: Path
     steps: int
     tokens: int
     final_loss: float
     validation: dict[str, EvalResult]
-    tokens_per_second: float
+    tokens_per_second: float  # the median step's
     mfu: float
+    precision: str
     stopped_by: str
     tokens_by_source: dict[str, int]
     epochs_by_source: dict[str, float]
     main: bool = True  # False on the ranks other than 0 of a torchrun job: they print nothing
+
+    def to_dict(self) -> dict:
+        """What ``lmforge train --json`` prints."""
+        return {"run_dir": str(self.run_dir), "steps": self.steps, "tokens": self.tokens,
+                "final_loss": self.final_loss, "tokens_per_second": self.tokens_per_second, "mfu": self.mfu,
+                "precision": self.precision, "stopped_by": self.stopped_by, "tokens_by_source": self.tokens_by_source,
+                "epochs_by_source": self.epochs_by_source,
+                "validation": {k: v.to_dict() for k, v in self.validation.items()}}
 
 
 def pick_device(name: str) -> torch.device:
@@ -83,13 +84,6 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("no CUDA device here", name, "use --train.device cpu (or auto)")
     return device
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def _accumulation(config: RunConfig, world: int = 1) -> tuple[int, int]:
@@ -150,7 +144,7 @@ def evaluate_sources(
 ) -> dict[str, EvalResult]:
     """Validation of every source and their total: loss, perplexity and bits per byte for
     causal models; the objective's loss (and masked-token accuracy) for the others."""
-    dtype = None if config.train.precision == "fp32" else torch.bfloat16
+    dtype = autocast_dtype(config.train.precision)
     common = dict(seq_len=config.data.seq_len, batch_size=config.train.micro_batch,
                   max_tokens=config.train.eval_tokens, device=device, autocast_dtype=dtype)
     results = {}
@@ -166,11 +160,14 @@ def evaluate_sources(
     return results
 
 
+
 def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = None, quiet: bool = False,
           log=print, model_hook: Callable[[torch.nn.Module], None] | None = None, force: bool = False) -> TrainResult:
     """Run (or resume) the training described by ``config``, in this process or as one
     rank of a torchrun job (``config.parallel``).
 
+    ``train.precision: auto`` is resolved first (`lmforge.train.precision`), on rank 0
+    for every rank, and the resolved precision is what ``config.yaml`` records.
     ``model_hook(model)`` runs on the built (and ``init_from``-loaded) model before the
     optimizer and any distribution wrapper see it; features above this layer use it
     (quantization-aware training swaps in fake-quantized linears there). It must keep
@@ -183,22 +180,25 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
         strategy = resolve_strategy(config.parallel.strategy, env)
         if not env.main:
             quiet, log = True, _silent
-        if t.precision == "fp16" and env.device.type != "cuda":
-            raise UserError("fp16 training needs a GPU (loss scaling)", "train.precision=fp16", "use bf16 on the CPU")
-        if t.precision == "fp16" and strategy != "single":
+        precision = _on_main(env, lambda: choose_precision(t.precision, env.device))
+        precision = broadcast(env, precision)
+        if precision.precision == "fp16" and strategy != "single":
             raise UserError("fp16 loss scaling is for one process", f"parallel.strategy={strategy}",
                             "use bf16 (no loss scaling needed) with several GPUs")
+        config = dataclasses.replace(config, train=dataclasses.replace(t, precision=precision.precision))
         sequences, accumulation = _accumulation(config, env.world)
         restarted = env.restart > 0 and not resume and latest_checkpoint(config.run_dir) is not None
         if restarted:
             log(f"torchrun restart {env.restart}: resuming from the latest complete checkpoint")
         resume = resume or restarted
         _on_main(env, lambda: _prepare_run_dir(config, resume, env.restart))
-        run_dir = config.run_dir
-        plan = _Setup(env, strategy, sequences, accumulation, resume, init_from, quiet, log, model_hook, force)
+        options = Options(resume, init_from, quiet, log, model_hook, force)
         try:
-            return _train(config, run_dir, plan)
+            run = build_run(config, env, strategy, precision, sequences, accumulation, options,
+                            lambda work: _on_main(env, work))
+            return finish(run, *_loop(run))
         except BaseException as exc:
+            run_dir = config.run_dir
             if env.main and not resume and latest_checkpoint(run_dir) is None:
                 shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping: leave nothing behind
             if env.distributed and _is_collective_failure(exc):
@@ -210,20 +210,6 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
             raise
     finally:
         teardown(env)
-
-
-@dataclass
-class _Setup:
-    env: DistEnv
-    strategy: str
-    sequences: int  # per global batch
-    accumulation: int  # micro-batches per step on each rank
-    resume: bool
-    init_from: Path | None
-    quiet: bool
-    log: Callable
-    model_hook: Callable | None
-    force: bool
 
 
 def _silent(*args, **kwargs) -> None:
@@ -247,171 +233,140 @@ def _is_collective_failure(exc: BaseException) -> bool:
         word in text for word in ("connection closed", "connection reset", "gloo", "nccl", "timed out", "broken pipe"))
 
 
-def _train(config: RunConfig, run_dir: Path, run: _Setup) -> TrainResult:
-    t, env, log = config.train, run.env, run.log
-    torch.manual_seed(t.seed)
-    device = env.device
-    data = _on_main(env, lambda: setup_data(config.data, run_dir, seed=t.seed, log=log))  # rank 0 prepares
-    if not env.main:
-        data = setup_data(config.data, run_dir, seed=t.seed, log=_silent)  # then finds it all as it is
-    spec = model_spec(config.model, data.tokenizer.vocab_size, config.data.seq_len)
-    objective = Objective(resolve_objective(config.objective, spec, data.tokenizer), config.objective,
-                          data.tokenizer, config.data.seq_len)
-    where = f", {run.strategy} on {env.world} ranks ({env.backend})" if env.distributed else ""
-    log(f"model: {spec.name} ({spec.family}), objective {objective.name}{where}")
-    model = build_model(spec).to(device)
-    if run.init_from is not None:
-        load_weights_from(Path(run.init_from), model)
-    if run.model_hook is not None:
-        run.model_hook(model)
-    n_params = sum(p.numel() for p in model.parameters())
-    check_memory(config, spec, device, run.strategy, env.world, env.local_world, force=run.force, log=log)
+@dataclass
+class _Progress:
+    """What the loop tracks between steps, for the log and the report."""
 
-    def make_optimizer(module: torch.nn.Module) -> torch.optim.Optimizer:
-        return build_optimizer(module, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), eps=t.eps)
-
-    parallel = apply_strategy(run.strategy, model, env, make_optimizer, t.precision)
-    optimizer = parallel.optimizer
-    peak, peak_source = peak_flops(device, t.precision, t.peak_tflops)
-    prediction = predict(config, spec, n_params, device, peak, run.strategy, env.world)
-    if not run.resume and env.main:
-        prediction.write(run_dir / "plan.json")
-    total_steps = prediction.total_steps
-    sequences, accumulation = run.sequences, run.accumulation
-    _warn_epochs(data, total_steps, sequences, config.data.max_epochs, log, planned=True)
-    step, tokens_seen, state = 0, 0, {}
-    if run.resume:
-        state = resume_state(run_dir, parallel, lambda: build_model(spec), make_optimizer)
-        step, tokens_seen = state["step"], state["tokens"]
-        log(f"resumed {run_dir} at step {step:,} ({tokens_seen:,} tokens)")
-    first_step = step
-    forward = torch.compile(parallel.forward) if t.compile else parallel.forward
-    model.gradient_checkpointing = t.activation_checkpointing
-    scaler = torch.amp.GradScaler("cuda") if t.precision == "fp16" else None
-    if scaler is not None and run.resume and state.get("grad_scaler"):
-        scaler.load_state_dict(state["grad_scaler"])
-    flops_per_token = prediction.flops_per_token
-    metrics = MetricsLogger(run_dir, resume_step=step if run.resume else None) if env.main else None
-    started = time.perf_counter()
-    stopped_by, loss_value, rate, mfu, held, unlogged = "steps", math.nan, 0.0, 0.0, None, None
+    stopped_by: str = "steps"
+    loss: float = math.nan
+    rate: float = 0.0
+    mfu: float = 0.0
     evaluated: tuple[int, dict[str, EvalResult]] = (-1, {})  # (step, results) of the latest evaluation
-    local_rows = sequences // env.world
-    model.train()
+    unlogged: dict | None = None  # the last step's record when it was not logged
+    started: float = 0.0
+
+
+def _stop_reason(run: Run, stop: StopRequests, started: float) -> str | None:
+    t = run.config.train
+    if t.max_time is not None and time.perf_counter() - started >= t.max_time:
+        return "time"
+    if t.stop_at_step is not None and run.step >= t.stop_at_step:
+        return "stop_at_step"
+    if stop.requested:
+        return f"signal {stop.requested}"
+    return None
+
+
+def _loop(run: Run) -> tuple[_Progress, MetricsLogger | None]:
+    """Train until the planned steps are done or something stops the run (every rank at
+    the same step); after each step: progress, metrics, evaluation and checkpoints."""
+    env, total_steps = run.env, run.prediction.total_steps
+    _warn_epochs(run.data, total_steps, run.sequences, run.config.data.max_epochs, run.log, planned=True)
+    metrics = MetricsLogger(run.run_dir, resume_step=run.step if run.options.resume else None) if env.main else None
+    state = _Progress(started=time.perf_counter())
+    run.model.train()
     every = 10 if env.main else 0  # the other ranks print nothing
-    with Progress(total_steps, quiet=run.quiet, start_step=step, every=every) as progress, StopRequests() as stop:
-        while step < total_steps:
-            reason = None
-            if t.max_time is not None and time.perf_counter() - started >= t.max_time:
-                reason = "time"
-            elif t.stop_at_step is not None and step >= t.stop_at_step:
-                reason = "stop_at_step"
-            elif stop.requested:
-                reason = f"signal {stop.requested}"
+    with Progress(total_steps, quiet=run.options.quiet, start_step=run.step, every=every) as progress, \
+            StopRequests() as stop:
+        while run.step < total_steps:
+            reason = _stop_reason(run, stop, state.started)
             if any_rank(env, reason is not None):  # every rank stops at the same step
-                stopped_by = reason or "another rank's request"
+                state.stopped_by = reason or "another rank's request"
                 if stop.requested:
-                    log(f"stopping at step {step} on {stop.requested}: saving a checkpoint (resume with --resume)")
+                    run.log(f"stopping at step {run.step} on {stop.requested}: saving a checkpoint "
+                            "(resume with --resume)")
                 break
             tick = time.perf_counter()
-            lr = learning_rate(step, lr=t.lr, total_steps=total_steps, warmup_steps=t.warmup_steps,
-                               schedule=t.schedule, min_lr_ratio=t.min_lr_ratio, decay_fraction=t.decay_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch, _ = data.mixture.batch(step, sequences, env.rank, env.world)
-            batch = torch.from_numpy(batch).to(device)  # (sequences / world, seq_len + 1)
-            loss_sum = torch.zeros((), device=device)
-            counts = torch.zeros(2, dtype=torch.float64)  # (masked-token hits, targets) on this rank
-            for micro_index, micro in enumerate(batch.split(t.micro_batch)):
-                global_index = env.rank * (local_rows // t.micro_batch) + micro_index  # as in one process
-                rng = micro_batch_rng(t.seed, step, global_index)
-                with parallel.sync(last_micro_batch=micro_index == accumulation - 1):
-                    loss, count, right = objective.loss(forward, micro, rng, lambda: _autocast(device, t.precision))
-                    loss_sum += loss.detach()
-                    counts += torch.tensor([right or 0, count], dtype=torch.float64)
-                    scaled = loss / accumulation
-                    (scaler.scale(scaled) if scaler else scaled).backward()
-            if scaler:
-                scaler.unscale_(optimizer)
-            grad_norm = parallel.clip_grad_norm(t.grad_clip) if t.grad_clip else None
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            if held is None:  # after the first step: weights, gradients and optimizer states all exist
-                held = held_bytes(parallel.model, parallel.local_optimizer)
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens_seen += t.batch_tokens
-            loss_value = float(mean_over_ranks(env, loss_sum)) / accumulation
-            if not math.isfinite(loss_value):
-                raise UserError("the loss diverged", f"step {step}: {loss_value}", "lower train.lr or use bf16/fp32")
-            elapsed = time.perf_counter() - tick
-            rate = t.batch_tokens / elapsed
-            mfu = rate * flops_per_token / (peak * env.world)
-            progress.update(step, loss=loss_value, tokens_per_s=rate, mfu=mfu, lr=lr)
-            record = {"tokens": tokens_seen, "loss": loss_value, "lr": lr, "tokens_per_s": rate, "mfu": mfu}
-            if grad_norm is not None:
-                record["grad_norm"] = float(grad_norm)
-            if objective.name == "mlm":
-                right_total, target_total = sum_over_ranks(env, counts)
-                record["accuracy"] = right_total / max(1.0, target_total)
-            if step % t.eval_every == 0 or step == total_steps:
-                evaluated = (step, evaluate_sources(parallel.model, data, config, device, objective))
-                for name, result in evaluated[1].items():
-                    record[f"val_loss/{name}"] = result.loss
-                    if objective.name == "causal":
-                        record[f"val_bpb/{name}"] = result.bits_per_byte
-                    if result.accuracy is not None:
-                        record[f"val_accuracy/{name}"] = result.accuracy
-            unlogged = record
-            if metrics is not None and (step % t.log_every == 0 or step == total_steps or "val_loss/all" in record):
-                metrics.log(step, **record)
-                unlogged = None
-            if step % t.ckpt_every == 0 and step < total_steps:
-                save_state(run_dir, step, parallel, _state(step, tokens_seen, data, sequences, scaler), t.keep_last)
-    if metrics is not None and unlogged is not None:  # stopped early between log steps: keep the last one
-        metrics.log(step, **unlogged)
-    save_state(run_dir, step, parallel, _state(step, tokens_seen, data, sequences, scaler), t.keep_last)
-    save_final_weights(run_dir / "model.safetensors", parallel)
-    if evaluated[0] != step:  # the loop did not end on an evaluation (stopped early, or nothing to do)
-        evaluated = (step, evaluate_sources(parallel.model, data, config, device, objective))
-    validation = evaluated[1]
-    _warn_epochs(data, step, sequences, config.data.max_epochs, log)
-    per_rank = gather(env, {"rank": env.rank, "held": held, "peak_memory_bytes": _peak_memory(device)})
+            outcome = train_step(run)
+            state.loss, state.rate = outcome.loss, run.config.train.batch_tokens / (time.perf_counter() - tick)
+            if run.peak.observe(state.rate * run.prediction.flops_per_token):
+                run.log(f"note: this run computes faster than the measured matmul peak; MFU is now against "
+                        f"{run.peak.flops / 1e9:,.0f} GFLOP/s, the rate it reached")
+            state.mfu = run.peak.mfu(state.rate * run.prediction.flops_per_token)
+            progress.update(run.step, loss=state.loss, tokens_per_s=state.rate, mfu=state.mfu, lr=outcome.lr)
+            _after_step(run, outcome, state, metrics)
+    return state, metrics
+
+
+def _after_step(run: Run, outcome: StepOutcome, state: _Progress, metrics: MetricsLogger | None) -> None:
+    """Log the step's record, evaluate every ``eval_every`` steps (and at the end),
+    checkpoint every ``ckpt_every`` steps."""
+    t, step, total_steps = run.config.train, run.step, run.prediction.total_steps
+    record = {"tokens": run.tokens_seen, "loss": state.loss, "lr": outcome.lr, "tokens_per_s": state.rate,
+              "mfu": state.mfu}
+    if outcome.grad_norm is not None:
+        record["grad_norm"] = outcome.grad_norm
+    if run.objective.name == "mlm":
+        right_total, target_total = sum_over_ranks(run.env, outcome.counts)
+        record["accuracy"] = right_total / max(1.0, target_total)
+    if step % t.eval_every == 0 or step == total_steps:
+        state.evaluated = (step, evaluate_sources(run.parallel.model, run.data, run.config, run.env.device,
+                                                  run.objective))
+        for name, result in state.evaluated[1].items():
+            record[f"val_loss/{name}"] = result.loss
+            if run.objective.name == "causal":
+                record[f"val_bpb/{name}"] = result.bits_per_byte
+            if result.accuracy is not None:
+                record[f"val_accuracy/{name}"] = result.accuracy
+    state.unlogged = record
+    if metrics is not None and (step % t.log_every == 0 or step == total_steps or "val_loss/all" in record):
+        metrics.log(step, **record)
+        state.unlogged = None
+    if step % t.ckpt_every == 0 and step < total_steps:
+        save_state(run.run_dir, step, run.parallel, _state(run), t.keep_last)
+
+
+def finish(run: Run, state: _Progress, metrics: MetricsLogger | None) -> TrainResult:
+    """The last checkpoint, the final weights and validation, the plot and report.json."""
+    env, step = run.env, run.step
+    if metrics is not None and state.unlogged is not None:  # stopped early between log steps: keep the last one
+        metrics.log(step, **state.unlogged)
+    save_state(run.run_dir, step, run.parallel, _state(run), run.config.train.keep_last)
+    save_final_weights(run.run_dir / "model.safetensors", run.parallel)
+    if state.evaluated[0] != step:  # the loop did not end on an evaluation (stopped early, or nothing to do)
+        state.evaluated = (step, evaluate_sources(run.parallel.model, run.data, run.config, env.device,
+                                                  run.objective))
+    validation = state.evaluated[1]
+    _warn_epochs(run.data, step, run.sequences, run.config.data.max_epochs, run.log)
+    per_rank = gather(env, {"rank": env.rank, "held": run.held, "peak_memory_bytes": _peak_memory(env.device)})
+    common = dict(run_dir=run.run_dir, steps=step, tokens=run.tokens_seen, final_loss=state.loss,
+                  validation=validation, precision=run.precision.precision, stopped_by=state.stopped_by)
     if not env.main:
         barrier(env)  # rank 0 writes the report; the job ends together
-        return TrainResult(run_dir, step, tokens_seen, loss_value, validation, rate, mfu, stopped_by, {}, {}, False)
-    history = read_metrics(run_dir / "metrics.jsonl")
+        return TrainResult(**common, tokens_per_second=state.rate, mfu=state.mfu, tokens_by_source={},
+                           epochs_by_source={}, main=False)
+    history = read_metrics(run.run_dir / "metrics.jsonl")
     if history:
-        plot_loss(history, run_dir / "plots" / "loss.png")
+        plot_loss(history, run.run_dir / "plots" / "loss.png")
+    rate = median_step_rate(history, state.rate)
+    flops_per_token = run.prediction.flops_per_token
     measured = dict(
-        objective=objective.name, strategy=run.strategy, world_size=env.world,
-        steps=step, tokens=tokens_seen, final_loss=loss_value, tokens_per_second=_mean_rate(history, rate),
-        mfu=_mean_rate(history, rate) * flops_per_token / (peak * env.world), peak_source=peak_source,
-        peak_flops=peak, peak_memory_bytes=max(r["peak_memory_bytes"] for r in per_rank),
-        memory_per_rank=per_rank, wall_seconds=time.perf_counter() - started, stopped_by=stopped_by,
-        first_step=first_step,
+        objective=run.objective.name, strategy=run.strategy, world_size=env.world, precision=run.precision.precision,
+        steps=step, tokens=run.tokens_seen, final_loss=state.loss, tokens_per_second=rate,
+        mfu=run.peak.mfu(rate * flops_per_token), peak_source=run.peak.source,
+        peak_flops=run.peak.flops, peak_memory_bytes=max(r["peak_memory_bytes"] for r in per_rank),
+        memory_per_rank=per_rank, wall_seconds=time.perf_counter() - state.started, stopped_by=state.stopped_by,
+        first_step=run.first_step,
         validation={k: v.to_dict() for k, v in validation.items()},
-        epochs=data.mixture.epochs(step, sequences),
-        tokens_by_source=data.mixture.tokens_drawn(step, sequences),
+        epochs=run.data.mixture.epochs(step, run.sequences),
+        tokens_by_source=run.data.mixture.tokens_drawn(step, run.sequences),
     )
-    write_report(run_dir / "report.json", prediction, measured)
+    write_report(run.run_dir / "report.json", run.prediction, measured)
     barrier(env)
-    return TrainResult(run_dir, step, tokens_seen, loss_value, validation, measured["tokens_per_second"],
-                       measured["mfu"], stopped_by, measured["tokens_by_source"], measured["epochs"])
+    return TrainResult(**common, tokens_per_second=rate, mfu=measured["mfu"],
+                       tokens_by_source=measured["tokens_by_source"], epochs_by_source=measured["epochs"])
 
 
-def _state(step: int, tokens: int, data: RunData, sequences: int, scaler) -> dict:
+def _state(run: Run) -> dict:
     """state.json: where the run is (the data position follows from the step)."""
-    state = {"step": step, "tokens": tokens, "tokenizer_sha256": data.tokenizer.sha256,
-             "sequences_drawn": data.mixture.sequences_drawn(step, sequences)}
-    if scaler is not None:
-        state["grad_scaler"] = scaler.state_dict()
+    state = {"step": run.step, "tokens": run.tokens_seen, "tokenizer_sha256": run.data.tokenizer.sha256,
+             "sequences_drawn": run.data.mixture.sequences_drawn(run.step, run.sequences)}
+    if run.scaler is not None:
+        state["grad_scaler"] = run.scaler.state_dict()
     return state
 
 
-def _mean_rate(history: list[dict], fallback: float) -> float:
+def median_step_rate(history: list[dict], fallback: float) -> float:
     """Median tokens/s over the logged steps after the first (compilation, warm-up)."""
     rates = sorted(r["tokens_per_s"] for r in history[1:] if "tokens_per_s" in r)
     return rates[len(rates) // 2] if rates else fallback
@@ -431,4 +386,3 @@ def _warn_epochs(data: RunData, step: int, sequences: int, max_epochs: float, lo
             verb = "will be repeated" if planned else "was repeated"
             log(f"warning: source {name} {verb} {epochs:.1f} times (more than data.max_epochs={max_epochs:g}); "
                 "add data or train on fewer tokens")
-

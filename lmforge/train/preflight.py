@@ -2,9 +2,11 @@
 
 Before step 1 the planner predicts the parameter count, the FLOPs per token (PaLM's
 6N + 12 L H Q T, Chowdhery et al. 2022, App. B), the tokens and steps the run will take,
-its total compute, and the training memory of model states and activations
-(``lmforge.plan.memory.training_memory``). After the run, ``report.json`` puts what was
-measured beside each prediction.
+its total compute, the training memory of model states and activations
+(``lmforge.plan.memory.training_memory``), the precision it computes in and why, and
+its speed and time: from a few timed steps of this model on this device
+(``lmforge.train.calibrate``), or from ``train.expected_mfu`` x peak where that is given.
+After the run, ``report.json`` puts what was measured beside each prediction.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ from lmforge.plan.laws import get_law
 from lmforge.plan.memory import ZERO3_OFFLOAD, TrainingMemory, least_sharding, training_memory
 from lmforge.plan.specs import ModelSpec, param_counts
 from lmforge.plan.units import format_bytes, parse_bytes, parse_count
+from lmforge.train.calibrate import Calibration
 from lmforge.train.config import RunConfig
+from lmforge.train.peak import Peak
+from lmforge.train.precision import PrecisionChoice
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,15 @@ class Prediction:
     memory_bytes: int  # planner: model states + activations + margin, one device
     memory_model_states_bytes: int
     memory_activations_bytes: int
-    peak_flops: float  # the device's, for MFU
-    expected_mfu: float
-    tokens_per_second: float  # peak x expected MFU / FLOPs per token
-    seconds: float  # tokens / tokens_per_second
+    peak_flops: float  # the job's (all ranks), for MFU
+    peak_source: str
+    expected_mfu: float  # tokens_per_second x FLOPs per token / peak
+    tokens_per_second: float  # of the whole job
+    speed_source: str  # how tokens_per_second was found
+    seconds: float  # training steps at tokens_per_second, plus the evaluations
+    eval_seconds: float  # of those, the evaluations'
+    precision: dict  # the PrecisionChoice: precision, requested, reason, the CPU's measured bf16/fp32 rates
+    calibration: dict | None  # the timed steps behind tokens_per_second
     loss: float | None  # none yet: a law fitted to this data is needed (Chinchilla's is for MassiveText)
     spec: dict
     memory: dict  # the planner's TrainingMemory per device, every part
@@ -62,10 +72,32 @@ def target_tokens(config: RunConfig, n_params: int) -> tuple[int | None, str]:
     return int(parse_count(text, "train.max_tokens", upper=1e16)), "train.max_tokens"
 
 
-def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.device, peak: float,
-            strategy: str = "single", world: int = 1) -> Prediction:
+@dataclass(frozen=True)
+class Speed:
+    """A predicted training speed: tokens/s of the whole job, and evaluation seconds per token."""
+
+    tokens_per_second: float
+    eval_seconds_per_token: float
+    source: str
+    calibration: Calibration | None = None
+
+    @classmethod
+    def from_mfu(cls, mfu: float, peak: Peak, spec: ModelSpec, seq_len: int, note: str | None = None) -> Speed:
+        """peak x MFU / FLOPs per token; evaluation (a forward, 1/3 of a step's FLOPs) at the same MFU."""
+        rate = peak.flops * mfu / palm_flops_per_token(spec, seq_len)
+        return cls(rate, 1 / (3 * rate), note or f"train.expected_mfu={mfu:g} x the peak")
+
+    @classmethod
+    def from_calibration(cls, calibration: Calibration, accumulation: int, job_rate: float, world: int) -> Speed:
+        per_token = calibration.eval_micro_batch_seconds / (calibration.micro_batch * calibration.seq_len) / world
+        return cls(job_rate, per_token, f"calibrated: {calibration.timed_steps} timed steps of this model, "
+                   f"micro-batch and precision on {calibration.device}", calibration)
+
+
+def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.device, peak: Peak,
+            strategy: str, world: int, precision: PrecisionChoice, speed: Speed, eval_tokens: int = 0) -> Prediction:
     """Everything the planner says about this run before it starts (memory per device
-    for ``strategy`` over ``world`` ranks)."""
+    for ``strategy`` over ``world`` ranks; ``eval_tokens`` read by each evaluation)."""
     t = config.train
     planned = param_counts(spec).total
     if planned != n_params:  # the model and the planner must agree to the parameter
@@ -81,7 +113,9 @@ def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.dev
         steps = min(steps, t.max_steps)
     flops_per_token = palm_flops_per_token(spec, config.data.seq_len)
     memory = run_memory(config, spec, device, strategy, world)
-    rate = peak * t.expected_mfu / flops_per_token
+    peak.observe(speed.tokens_per_second * flops_per_token)  # a calibration faster than the peak raises it
+    evaluations = steps // t.eval_every + (1 if steps % t.eval_every else 0)
+    eval_seconds = evaluations * eval_tokens * speed.eval_seconds_per_token
     return Prediction(
         params=n_params,
         flops_per_token=flops_per_token,
@@ -95,10 +129,15 @@ def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.dev
         memory=memory.to_dict(),
         strategy=strategy,
         world_size=world,
-        peak_flops=peak,
-        expected_mfu=t.expected_mfu,
-        tokens_per_second=rate,
-        seconds=steps * t.batch_tokens / rate,
+        peak_flops=peak.flops,
+        peak_source=peak.source,
+        expected_mfu=speed.tokens_per_second * flops_per_token / peak.flops,
+        tokens_per_second=speed.tokens_per_second,
+        speed_source=speed.source,
+        seconds=steps * t.batch_tokens / speed.tokens_per_second + eval_seconds,
+        eval_seconds=eval_seconds,
+        precision=precision.to_dict(),
+        calibration=speed.calibration.to_dict() if speed.calibration else None,
         loss=None,
         spec=spec.to_dict(),
     )
@@ -178,8 +217,10 @@ def write_report(path: Path, prediction: Prediction, measured: dict) -> None:
             "tokens": {"predicted": prediction.tokens, "measured": measured["tokens"]},
             "tokens_per_second": {"predicted": prediction.tokens_per_second,
                                   "measured": measured["tokens_per_second"],
-                                  "note": f"predicted at train.expected_mfu={prediction.expected_mfu:g}"},
+                                  "ratio": measured["tokens_per_second"] / prediction.tokens_per_second,
+                                  "note": f"predicted by {prediction.speed_source}; measured: the median step"},
             "mfu": {"predicted": prediction.expected_mfu, "measured": measured["mfu"]},
+            "precision": {"predicted": prediction.precision["precision"], "measured": measured["precision"]},
             "seconds": {
                 "predicted": prediction.seconds * (measured["steps"] - measured["first_step"]) / prediction.total_steps,
                 "measured": measured["wall_seconds"],

@@ -35,7 +35,7 @@ def test_round_trip(tmp_path):
     ({"train.lrr": "1"}, "unknown config key ('train.lrr'); did you mean train.lr"),
     ({"model.prest": "x"}, "did you mean model.preset"),
     ({"train.lr": "fast"}, "train.lr must be a number"),
-    ({"train.precision": "fp8"}, "must be one of fp32, bf16, fp16"),
+    ({"train.precision": "fp8"}, "must be one of auto, fp32, bf16, fp16"),
     ({"model.n_heads": "2.5"}, "model.n_heads must be an integer"),
     ({"train.compile": "maybe"}, "train.compile must be true or false"),
 ])

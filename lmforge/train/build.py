@@ -1,0 +1,182 @@
+"""Building a run: data, model, strategy, optimizer, precision policy and prediction.
+
+`build_run` does everything that comes before step 1 (and, on resume, loads the
+checkpoint), and returns a `Run` that `lmforge.train.step.train_step` and the loop work
+on. The prediction (``plan.json``) is made here, before the run's model exists: the
+speed from a few timed steps of a copy of it (`lmforge.train.calibrate`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lmforge.distributed.env import DistEnv, broadcast, sum_over_ranks
+from lmforge.distributed.strategies import Parallel, apply_strategy
+from lmforge.models.build import build_model
+from lmforge.plan.memory import training_memory
+from lmforge.plan.specs import ModelSpec
+from lmforge.train.calibrate import Calibration, calibrate
+from lmforge.train.config import RunConfig
+from lmforge.train.data_setup import RunData, setup_data
+from lmforge.train.model_setup import model_spec
+from lmforge.train.objective import Objective, micro_batch_rng, resolve_objective
+from lmforge.train.optim import build_optimizer
+from lmforge.train.parallel_io import load_weights_from, resume_state
+from lmforge.train.peak import Peak, peak_flops
+from lmforge.train.precision import PrecisionChoice, autocast_dtype
+from lmforge.train.preflight import Prediction, Speed, check_memory, device_capacity, predict
+
+
+@dataclass
+class Options:
+    """How ``lmforge.train.loop.train`` was called (not part of the config)."""
+
+    resume: bool = False
+    init_from: Path | None = None
+    quiet: bool = False
+    log: Callable = print
+    model_hook: Callable[[torch.nn.Module], None] | None = None
+    force: bool = False
+
+
+@dataclass
+class Run:
+    """Everything a run's steps need; ``step`` and ``tokens_seen`` advance as it trains."""
+
+    config: RunConfig
+    env: DistEnv
+    strategy: str
+    options: Options
+    precision: PrecisionChoice
+    data: RunData
+    spec: ModelSpec
+    objective: Objective
+    model: torch.nn.Module  # the plain module (for evaluation and checkpoints)
+    parallel: Parallel
+    forward: Callable  # what a training step calls (compiled or not)
+    peak: Peak
+    prediction: Prediction
+    sequences: int  # per global batch
+    accumulation: int  # micro-batches per step on each rank
+    scaler: torch.amp.GradScaler | None
+    step: int = 0
+    tokens_seen: int = 0
+    first_step: int = 0
+    state: dict = field(default_factory=dict)  # state.json of the checkpoint resumed from
+    held: dict | None = None  # bytes of model states this rank holds, counted after the first step
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config.run_dir
+
+    @property
+    def log(self) -> Callable:
+        return self.options.log
+
+    def autocast(self):
+        """The precision context of a forward pass."""
+        dtype = autocast_dtype(self.precision.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.env.device.type, dtype=dtype)
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: PrecisionChoice, sequences: int,
+              accumulation: int, options: Options, on_main: Callable) -> Run:
+    """Data (rank 0 prepares it, the others find it), the model (loaded from
+    ``init_from``, passed through ``model_hook``), the memory preflight, the speed
+    calibration and prediction, the strategy and optimizer, and the resumed state."""
+    t, log, device = config.train, options.log, env.device
+    run_dir = config.run_dir
+    torch.manual_seed(t.seed)
+    data = on_main(lambda: setup_data(config.data, run_dir, seed=t.seed, log=log))
+    if not env.main:
+        data = setup_data(config.data, run_dir, seed=t.seed, log=_silent)
+    spec = model_spec(config.model, data.tokenizer.vocab_size, config.data.seq_len)
+    objective = Objective(resolve_objective(config.objective, spec, data.tokenizer), config.objective,
+                          data.tokenizer, config.data.seq_len)
+    where = f", {strategy} on {env.world} ranks ({env.backend})" if env.distributed else ""
+    log(f"model: {spec.name} ({spec.family}), objective {objective.name}{where}")
+    log(precision.header())
+    if precision.warning:
+        log(precision.warning)
+    check_memory(config, spec, device, strategy, env.world, env.local_world, force=options.force, log=log)
+    per_device, source = peak_flops(device, precision.precision, t.peak_tflops)
+    peak = Peak(per_device, source, env.world)
+    speed = _speed(config, spec, objective, data, env, precision.precision, sequences, accumulation, peak, options)
+    model = build_model(spec).to(device)
+    if options.init_from is not None:
+        load_weights_from(Path(options.init_from), model)
+    if options.model_hook is not None:
+        options.model_hook(model)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    def make_optimizer(module: torch.nn.Module) -> torch.optim.Optimizer:
+        return build_optimizer(module, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), eps=t.eps)
+
+    parallel = apply_strategy(strategy, model, env, make_optimizer, precision.precision)
+    prediction = predict(config, spec, n_params, device, peak, strategy, env.world, precision, speed,
+                         eval_tokens=_eval_tokens(data, t.eval_tokens))
+    if not options.resume and env.main:
+        prediction.write(run_dir / "plan.json")
+    scaler = torch.amp.GradScaler("cuda") if precision.precision == "fp16" else None
+    run = Run(config, env, strategy, options, precision, data, spec, objective, model, parallel,
+              torch.compile(parallel.forward) if t.compile else parallel.forward, peak, prediction, sequences,
+              accumulation, scaler)
+    if options.resume:
+        run.state = resume_state(run_dir, parallel, lambda: build_model(spec), make_optimizer)
+        run.step, run.tokens_seen = run.state["step"], run.state["tokens"]
+        if scaler is not None and run.state.get("grad_scaler"):
+            scaler.load_state_dict(run.state["grad_scaler"])
+        log(f"resumed {run_dir} at step {run.step:,} ({run.tokens_seen:,} tokens)")
+    run.first_step = run.step
+    model.gradient_checkpointing = t.activation_checkpointing
+    return run
+
+
+def _eval_tokens(data: RunData, per_source: int) -> int:
+    """Validation tokens one evaluation reads, over all sources."""
+    return sum(min(per_source, max(0, len(data.store.tokens(s.name, "val")) - 1)) for s in data.sources)
+
+
+def _speed(config: RunConfig, spec: ModelSpec, objective: Objective, data: RunData, env: DistEnv, precision: str,
+           sequences: int, accumulation: int, peak: Peak, options: Options) -> Speed:
+    """The run's predicted speed: ``train.expected_mfu`` x peak if given, else a calibration
+    of this model on this device. Every rank calibrates at once (so they share the
+    machine as they will in the run); the job's rate is the sum of theirs."""
+    t = config.train
+    if t.expected_mfu is not None:
+        return Speed.from_mfu(t.expected_mfu, peak, spec, config.data.seq_len)
+    single = training_memory(spec, micro_batch=t.micro_batch, seq_len=config.data.seq_len,
+                             precision=precision, optimizer="adamw", recompute="full" if t.activation_checkpointing
+                             else "selective", strategy="single", n_gpus=1,
+                             margin_fixed_bytes=2**30 if env.device.type == "cuda" else 0, recipe="autocast")
+    capacity, _ = device_capacity(config, env.device, env.local_world)
+    if not single.fits(capacity):  # a model only sharding holds cannot be timed whole on one device
+        return Speed.from_mfu(0.4, peak, spec, config.data.seq_len,
+                              note="not calibrated: the model does not fit one device; assumed MFU 0.4")
+    seed = t.seed
+
+    def loss(model, windows, autocast):
+        return objective.loss(model, windows, micro_batch_rng(seed, 0, 0), autocast)[0]
+
+    first, _ = data.mixture.batch(0, sequences, env.rank, env.world)  # (sequences / world, seq_len + 1)
+    result = calibrate(spec, seq_len=config.data.seq_len, micro_batch=t.micro_batch, precision=precision,
+                       device=env.device, loss=loss, objective_name=objective.name, model_hook=options.model_hook,
+                       activation_checkpointing=t.activation_checkpointing,
+                       windows=torch.from_numpy(first[: t.micro_batch]))
+    rates = sum_over_ranks(env, torch.tensor([result.tokens_per_second(accumulation)], dtype=torch.float64))
+    main = broadcast(env, result)
+    return Speed.from_calibration(main, accumulation, rates[0], env.world)
+
+
+__all__ = ["Calibration", "Options", "Run", "build_run"]
