@@ -3,9 +3,10 @@
 Two GPT-2-shaped decoders with random weights (speed does not depend on what was learned):
 "small" (6 layers, d_model 384, 6 heads, vocab 8192; the model of generate_speed.py) and
 "base" (12 layers, d_model 768, 12 heads, vocab 8192; GPT-2 small's body). Each contender
-is made from the same fp32 model by `quantize_model` and laid out as `load_any_run` does
-(int4: PyTorch's blocked layout for the bf16 CPU kernel). Embeddings and head stay 16-bit
-(the default of `lmforge quantize`) unless the name says ``-all``.
+is made from the same fp32 model by `quantize_model` and set up as `load_any_run` does
+(`lmforge.quantize.paths`: the compute dtype and each quantized linear's path chosen by
+measurement on this machine; int4 on the kernel path re-laid in PyTorch's blocked layout).
+Embeddings and head stay 16-bit (the default of `lmforge quantize`) unless the name says ``-all``.
 
 Timed: lmforge's engine (prefill, then one token per step through the KV cache; greedy)
 making 128 new tokens from a 16-token prompt at batch 1, contenders alternating in one
@@ -41,8 +42,8 @@ from lmforge.generate.engine import generate  # noqa: E402
 from lmforge.models.build import build_model  # noqa: E402
 from lmforge.plan.specs import ModelSpec  # noqa: E402
 from lmforge.quantize.convert import make_scheme, model_bytes, quantize_model  # noqa: E402
-from lmforge.quantize.load import use_cpu_kernel_layout  # noqa: E402
 from lmforge.quantize.modules import Int4Linear, Int8Linear  # noqa: E402
+from lmforge.quantize.paths import apply_compute_plan, compute_plan  # noqa: E402
 
 MODELS = {
     "small": ModelSpec(n_decoder_layers=6, d_model=384, n_heads=6, vocab_size=8192, context=512, name="small"),
@@ -56,10 +57,11 @@ def contenders(base: torch.nn.Module) -> dict[str, tuple[torch.nn.Module, str]]:
     out = {"fp32": (base, "F.linear fp32 (MKL)")}
     for name, args in [("bf16", ("bf16",)), ("int8", ("int8",)), ("int4-g32", ("int4", 32)),
                        ("int4-g128", ("int4", 128)), ("int4-g32-all", ("int4", 32, "absmax", False))]:
-        model = quantize_model(copy.deepcopy(base), make_scheme(*args))
-        use_cpu_kernel_layout(model)
-        path = {"bf16": "F.linear bf16", "int8": "own module: torch._weight_int8pack_mm (bf16)"}.get(
-            name, "own module: torch._weight_int4pack_mm_for_cpu (bf16)")
+        scheme = make_scheme(*args)
+        model = quantize_model(copy.deepcopy(base), scheme)
+        plan = compute_plan(scheme.dtype, scheme.precision)
+        apply_compute_plan(model, plan)
+        path = plan.describe(scheme.precision)
         out[name] = (model, path + (", embedding and tied head int4 dequantized per call" if "all" in name else ""))
     slow8 = quantize_model(copy.deepcopy(base), make_scheme("int8"))
     for m in slow8.modules():

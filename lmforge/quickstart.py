@@ -73,7 +73,7 @@ def run_quickstart(out_dir: Path, name: str, *, minutes: float = 2.0, quiet: boo
         "name": name, "out_dir": str(out_dir), "model.preset": PRESET, "data.sources": ["pydocs=builtin:pydocs"],
         "data.vocab_size": get_preset(PRESET).spec.vocab_size, "data.seq_len": SEQ_LEN,
         "train.batch_tokens": BATCH_SEQUENCES * SEQ_LEN, "train.micro_batch": MICRO_BATCH,
-        "data.max_epochs": 10.0, "train.lr": 2e-3, "train.warmup_steps": 30, "train.precision": precision.precision,
+        "data.max_epochs": 10.0, "train.lr": 2e-3, "train.warmup_steps": 30,
         "train.max_tokens": str(tokens), "train.max_time": minutes * 60 * 1.25, "train.eval_every": EVAL_EVERY,
         "train.eval_tokens": EVAL_TOKENS,
         "train.ckpt_every": 500, "train.log_every": 10,

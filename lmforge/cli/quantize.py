@@ -103,8 +103,12 @@ def _table(report) -> None:
     notes = []
     if a.memory_bytes == a.planner_bytes:
         notes.append("the loaded weights take exactly the planner's bytes")
+    elif a.memory_bytes == a.planner_memory_bytes:
+        notes.append(f"the loaded weights take exactly the planner's bytes with the kept tensors in fp32 "
+                     f"({_bytes(a.planner_memory_bytes)}: fp32 computes faster here)")
+    notes.append(f"computes here in {report.compute}")
     if report.int4_layout == "cpu-int4pack":
         notes.append("int4 runs on PyTorch's bf16 CPU kernel (_weight_int4pack_mm_for_cpu)")
-    elif s.precision == "int8":
-        notes.append("int8 runs on PyTorch's bf16 CPU kernel (_weight_int8pack_mm) where the shapes allow")
+    elif s.precision == "int8" and "kernel" in report.compute:
+        notes.append("int8 runs on PyTorch's CPU kernel (_weight_int8pack_mm) where the shapes allow")
     print_lines(*(f"[dim]{n}[/dim]" for n in notes), f"written: {report.out} ({report.seconds:.1f} s)")

@@ -50,7 +50,8 @@ def _quantized_matrices(spec: ModelSpec) -> list[tuple[int, int, bool]]:
     return out
 
 
-def weight_bytes(spec: ModelSpec, precision: str, group_size: int = 128, keep_embeddings_16bit: bool = False) -> int:
+def weight_bytes(spec: ModelSpec, precision: str, group_size: int = 128, keep_embeddings_16bit: bool = False,
+                 kept_bytes: int = 2) -> int:
     """Bytes to store the weights of ``spec`` at ``precision`` (exact, an integer).
 
     fp32 / fp16 / bf16: every parameter at 4 / 2 / 2 bytes.
@@ -67,6 +68,8 @@ def weight_bytes(spec: ModelSpec, precision: str, group_size: int = 128, keep_em
 
     - int8, symmetric per output channel: out*in int8 bytes + one fp16 scale per
       output row: ``out*in + 2*out`` bytes.
+    - ``kept_bytes``: bytes per kept parameter, 2 as written; 4 where a CPU without fast
+      16-bit arithmetic computes them in fp32 (``lmforge.quantize.paths``).
     - int4, asymmetric group-wise: each row is cut into ceil(in / group_size) groups of
       ``group_size`` consecutive input features (the last may be short); each group
       has one fp16 scale and one fp16 zero point; values are packed two per byte over
@@ -79,10 +82,10 @@ def weight_bytes(spec: ModelSpec, precision: str, group_size: int = 128, keep_em
         return int(PRECISION_BYTES[precision]) * total
     matrices = _quantized_matrices(spec)
     kept_16bit = total - sum(o * i for o, i, _ in matrices)  # norms, biases, tables
-    size = 2 * kept_16bit
+    size = kept_bytes * kept_16bit
     for o, i, is_embedding in matrices:
         if is_embedding and keep_embeddings_16bit:
-            size += 2 * o * i
+            size += kept_bytes * o * i
         elif precision == "int8":
             size += o * i + 2 * o
         else:

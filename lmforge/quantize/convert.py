@@ -180,7 +180,7 @@ def _convert(model: nn.Module, scheme: Scheme, make: Maker) -> nn.Module:
             swaps.append((spot[0], spot[1], _share(table, head.bias, scheme)))
     for parent, attr, module in swaps:
         setattr(parent, attr, module)
-    _cast_kept(model, scheme.dtype)
+    cast_kept(model, scheme.dtype)
     return model.eval()
 
 
@@ -205,7 +205,7 @@ def _name_of(model: nn.Module, module: nn.Module) -> str:
     return next(name for name, m in model.named_modules() if m is module)
 
 
-def _cast_kept(model: nn.Module, dtype: torch.dtype) -> None:
+def cast_kept(model: nn.Module, dtype: torch.dtype) -> None:
     """Cast the floating parameters and buffers of every module but the quantized ones."""
     for module in model.modules():
         if isinstance(module, QUANTIZED_MODULES):

@@ -19,7 +19,7 @@ from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import UserError
 from lmforge.models.build import build_model
 from lmforge.quantize.convert import Scheme, make_scheme, quantized_skeleton
-from lmforge.quantize.modules import Int4Linear
+from lmforge.quantize.paths import apply_compute_plan, compute_plan
 from lmforge.quantize.store import load_tensors
 from lmforge.train.checkpoint import fit_problems
 from lmforge.train.config import load_config
@@ -55,10 +55,13 @@ def scheme_of(info: dict) -> Scheme:
 
 
 def load_any_run(run_dir: str | Path, *, layout: str = "auto") -> LoadedRun:
-    """The run's model with its weights, in eval mode on the CPU; quantized runs as quantized modules.
+    """The run's model with its weights, in eval mode on the CPU; quantized runs as quantized
+    modules, computing as `lmforge.quantize.paths.compute_plan` finds fastest here
+    (``LoadedRun.compute`` says how).
 
     ``layout="auto"`` re-lays int4 weights for PyTorch's bf16 CPU kernel where the shapes
-    allow (same bytes); ``"plain"`` keeps the file's layout (to dequantize or re-save).
+    allow and that path is taken (same bytes); ``"plain"`` keeps the file's layout and
+    dtypes (to dequantize or re-save).
     """
     run_dir = Path(run_dir)
     if layout not in LAYOUTS:
@@ -88,20 +91,13 @@ def load_any_run(run_dir: str | Path, *, layout: str = "auto") -> LoadedRun:
     if left:
         raise UserError(f"the weights file lacks {len(left)} tensors (e.g. {left[0]})", str(weights),
                         "quantize the source run again")
+    compute = f"{scheme.label} as stored"
     if layout == "auto":
-        use_cpu_kernel_layout(model)
+        plan = compute_plan(scheme.dtype, scheme.precision)
+        apply_compute_plan(model, plan, layout)
+        compute = plan.describe(scheme.precision)
     model.eval()
-    return LoadedRun(run_dir, config, tokenizer, spec, model, weights)
-
-
-def use_cpu_kernel_layout(model: nn.Module) -> int:
-    """Re-lay every int4 linear that fits PyTorch's bf16 CPU kernel (not a head tied to a
-    quantized embedding, whose rows the embedding reads); returns how many were."""
-    count = 0
-    for module in model.modules():
-        if isinstance(module, Int4Linear) and not getattr(module, "tied_to_embedding", False):
-            count += module.to_cpu_kernel_layout()
-    return count
+    return LoadedRun(run_dir, config, tokenizer, spec, model, weights, compute)
 
 
 def _check_fits(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], where: Path) -> None:

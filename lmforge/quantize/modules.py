@@ -3,7 +3,9 @@
 They hold the real int8 codes / packed int4 codes and fp16 scales (the formats of
 `lmforge.quantize.primitives`) as buffers, and no dequantized copy between calls:
 
-- with bf16 activations on a CPU they call PyTorch's fused weight-only kernels,
+- with bf16 activations on a CPU (and, for `Int8Linear`, fp32 activations when
+  ``fp32_kernel_dtype`` is set: `lmforge.quantize.paths` sets it where that is the
+  fastest path on this machine) they call PyTorch's fused weight-only kernels,
   ``torch._weight_int8pack_mm`` (int8 codes, one scale per output channel) and
   ``torch._weight_int4pack_mm_for_cpu`` (int4 codes in PyTorch's blocked layout, bf16
   scale and zero per group): the kernels gpt-fast and torchao's CPU layouts call;
@@ -55,10 +57,6 @@ def int4_kernel_fits(out_features: int, in_features: int, group_size: int) -> bo
             and in_features % group_size == 0)
 
 
-def _use_kernel(x: torch.Tensor) -> bool:
-    return x.dtype == torch.bfloat16 and x.device.type == "cpu"
-
-
 class Int8Linear(nn.Module):
     """``y = x (s * q)^T + b`` with int8 codes q (out, in), fp16 scales s (out,) and a 16-bit bias."""
 
@@ -70,6 +68,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_scale", torch.empty(out_features, dtype=torch.float16, device=device))
         self.register_buffer("bias", torch.empty(out_features, dtype=bias_dtype, device=device) if bias else None)
         self.kernel = int8_kernel_fits(out_features, in_features)
+        self.fp32_kernel_dtype: torch.dtype | None = None  # fp32 callers: None dequantizes (exact)
 
     @classmethod
     def from_codes(cls, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> Int8Linear:
@@ -84,11 +83,20 @@ class Int8Linear(nn.Module):
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return int8_dequantize(self.weight_q, self.weight_scale, dtype)  # (out, in)
 
+    def _kernel_dtype(self, x: torch.Tensor) -> torch.dtype | None:
+        """The dtype to call the kernel in for ``x``, or None to dequantize."""
+        if not self.kernel or x.device.type != "cpu" or self.weight_q.data_ptr() % KERNEL_ALIGNMENT:
+            return None
+        if x.dtype == torch.bfloat16:
+            return x.dtype
+        return self.fp32_kernel_dtype if x.dtype == torch.float32 else None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
-        if self.kernel and _use_kernel(x) and self.weight_q.data_ptr() % KERNEL_ALIGNMENT == 0:
-            flat = x.reshape(-1, self.in_features).contiguous()  # (M, in)
-            y = torch._weight_int8pack_mm(flat, self.weight_q, self.weight_scale.to(x.dtype))
-            y = y.view(*x.shape[:-1], self.out_features)
+        kernel_dtype = self._kernel_dtype(x)
+        if kernel_dtype is not None:
+            flat = x.reshape(-1, self.in_features).to(kernel_dtype).contiguous()  # (M, in)
+            y = torch._weight_int8pack_mm(flat, self.weight_q, self.weight_scale.to(kernel_dtype))
+            y = y.view(*x.shape[:-1], self.out_features).to(x.dtype)
             return y if self.bias is None else y + self.bias.to(y.dtype)
         dtype = x.dtype if x.is_floating_point() else torch.float32
         bias = self.bias.to(dtype) if self.bias is not None else None

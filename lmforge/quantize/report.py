@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from lmforge.errors import UserError
 from lmforge.plan.storage import weight_bytes
 from lmforge.quantize.convert import Scheme, dequantize_model, make_scheme, model_bytes, quantize_model
@@ -28,14 +30,16 @@ class Side:
 
     label: str
     file_bytes: int
-    memory_bytes: int
-    planner_bytes: int
+    memory_bytes: int  # as loaded here
+    planner_bytes: int  # the planner's bytes of the weights as written (the file's tensor data)
+    planner_memory_bytes: int  # the planner's bytes as loaded here (kept tensors in fp32 where they compute so)
     result: EvalResult
 
     def to_dict(self) -> dict:
+        quality = {k: v for k, v in self.result.to_dict().items() if k in ("tokens", "loss", "perplexity",
+                                                                             "bits_per_byte")}
         return {"label": self.label, "file_bytes": self.file_bytes, "memory_bytes": self.memory_bytes,
-                "planner_bytes": self.planner_bytes, **{k: v for k, v in self.result.to_dict().items()
-                                                        if k in ("tokens", "loss", "perplexity", "bits_per_byte")}}
+                "planner_bytes": self.planner_bytes, "planner_memory_bytes": self.planner_memory_bytes, **quality}
 
 
 @dataclass
@@ -48,11 +52,13 @@ class QuantizeReport:
     after: Side
     seconds: float
     int4_layout: str | None  # "cpu-int4pack" (PyTorch's bf16 CPU kernel), "plain", or None (not int4)
+    compute: str  # how the quantized run computes on this machine (lmforge.quantize.paths)
 
     def to_dict(self) -> dict:
         return {"source": str(self.source), "out": str(self.out), "scheme": self.scheme.to_dict(),
                 "label": self.scheme.label, "held_out": self.held_out, "before": self.before.to_dict(),
-                "after": self.after.to_dict(), "seconds": self.seconds, "int4_layout": self.int4_layout}
+                "after": self.after.to_dict(), "seconds": self.seconds, "int4_layout": self.int4_layout,
+                "compute": self.compute}
 
 
 def quantize_run(run_dir: str | Path, precision: str, *, group_size: int | None = None, scale: str = "absmax",
@@ -99,10 +105,11 @@ def quantize_run(run_dir: str | Path, precision: str, *, group_size: int | None 
     int4_layout = None if scheme.precision != "int4" else ("cpu-int4pack" if "cpu-int4pack" in layouts else "plain")
     return QuantizeReport(
         source=run_dir, out=written, scheme=scheme, held_out=held_out,
-        before=Side(before_label, Path(source.weights).stat().st_size, before_memory, before_planner, before),
+        before=Side(before_label, Path(source.weights).stat().st_size, before_memory, before_planner, before_planner,
+                    before),
         after=Side(scheme.label, (written / "model.safetensors").stat().st_size, model_bytes(loaded.model),
-                   _planned(loaded.spec, scheme), after),
-        seconds=time.perf_counter() - started, int4_layout=int4_layout,
+                   _planned(loaded.spec, scheme), _planned(loaded.spec, scheme, _kept_dtype(loaded.model)), after),
+        seconds=time.perf_counter() - started, int4_layout=int4_layout, compute=loaded.compute,
     )
 
 
@@ -117,5 +124,16 @@ def _qat_group_size(run_dir: Path) -> int | None:
     return qat.group_size if qat.precision == "int4" else None
 
 
-def _planned(spec, scheme: Scheme) -> int:
-    return weight_bytes(spec, scheme.precision, scheme.group_size or 128, scheme.keep_embeddings)
+def _kept_dtype(model) -> torch.dtype:
+    """The dtype the loaded model keeps its float (not quantized) tensors in."""
+    floats = [t.dtype for t in [*model.parameters(), *model.buffers()] if t is not None and t.is_floating_point()
+              and t.dtype != torch.float16]  # fp16 are the quantized linears' scales
+    return floats[0] if floats else torch.bfloat16
+
+
+def _planned(spec, scheme: Scheme, kept: torch.dtype = torch.bfloat16) -> int:
+    """The planner's bytes of the model as loaded here: kept tensors in ``kept``."""
+    if not scheme.quantized:
+        return weight_bytes(spec, "fp32" if kept == torch.float32 else scheme.precision)
+    return weight_bytes(spec, scheme.precision, scheme.group_size or 128, scheme.keep_embeddings,
+                        kept_bytes=4 if kept == torch.float32 else 2)

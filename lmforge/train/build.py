@@ -126,6 +126,8 @@ def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: Precisi
     parallel = apply_strategy(strategy, model, env, make_optimizer, precision.precision)
     prediction = predict(config, spec, n_params, device, peak, strategy, env.world, precision, speed,
                          eval_tokens=_eval_tokens(data, t.eval_tokens))
+    if peak.raised:  # the calibration computed faster than the matmul peak
+        log(peak.note())
     if not options.resume and env.main:
         prediction.write(run_dir / "plan.json")
     scaler = torch.amp.GradScaler("cuda") if precision.precision == "fp16" else None

@@ -2,9 +2,10 @@
 
 ``plan.json``'s tokens/s and seconds come from here, not from an assumed MFU: a copy of
 the run's model (same spec, precision, micro-batch, activation checkpointing and model
-hook) runs ``steps`` timed micro-batches of forward + backward after one warm-up, then
-its optimizer steps (gradient clipping included), and evaluation forwards without
-gradients. A step of the run is ``accumulation`` micro-batches and one optimizer step,
+hook) runs ``steps`` timed micro-batches of forward + backward, each followed by an
+optimizer step (gradient clipping included), after ``WARMUP`` untimed ones, then as many
+evaluation forwards without gradients. Past ``TIME_CAP`` seconds it stops at the steps
+timed so far (at least ``MIN_STEPS``), so that calibrating a large model stays short. A step of the run is ``accumulation`` micro-batches and one optimizer step,
 so
 
     step seconds = accumulation x micro-batch seconds + optimizer seconds
@@ -33,6 +34,9 @@ from lmforge.train.optim import build_optimizer
 from lmforge.train.precision import autocast_dtype
 
 _MEMO: dict[str, Calibration] = {}
+WARMUP = 2
+MIN_STEPS = 2
+TIME_CAP = 20.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -75,12 +79,12 @@ def _causal_loss(model: torch.nn.Module, windows: torch.Tensor, autocast: Callab
 
 def calibrate(
     spec: ModelSpec, *, seq_len: int, micro_batch: int, precision: str = "fp32", device: torch.device | str = "cpu",
-    steps: int = 3, loss: Callable | None = None, objective_name: str = "causal",
+    steps: int = 5, loss: Callable | None = None, objective_name: str = "causal",
     model_hook: Callable[[torch.nn.Module], None] | None = None, activation_checkpointing: bool = False,
     windows: torch.Tensor | None = None,
 ) -> Calibration:
     """Time ``steps`` micro-batches, optimizer steps and evaluation forwards of a fresh
-    model built from ``spec`` (after one warm-up of each).
+    model built from ``spec`` (after ``WARMUP`` of each).
 
     ``loss(model, windows, autocast) -> scalar`` is the objective (default: next-token
     cross-entropy) on ``windows`` (micro_batch, seq_len + 1), the run's first micro-batch
@@ -108,7 +112,10 @@ def calibrate(
             windows = torch.randint(0, spec.vocab_size, (micro_batch, seq_len + 1))
         windows = windows.to(device)
         model.train()
-        for index in range(steps + 1):
+        deadline = time.perf_counter() + TIME_CAP
+        for index in range(steps + WARMUP):
+            if len(forwards) >= MIN_STEPS and time.perf_counter() > deadline:
+                break
             _sync(device)
             start = time.perf_counter()
             loss(model, windows, autocast).backward()
@@ -118,21 +125,21 @@ def calibrate(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             _sync(device)
-            if index:  # the first of each warms up
+            if index >= WARMUP:
                 forwards.append(middle - start)
                 optimizer_times.append(time.perf_counter() - middle)
         model.eval()
         with torch.no_grad():
-            for index in range(steps + 1):
+            for index in range(len(forwards) + WARMUP):
                 _sync(device)
                 start = time.perf_counter()
                 loss(model, windows, autocast)
                 _sync(device)
-                if index:
+                if index >= WARMUP:
                     eval_times.append(time.perf_counter() - start)
         del model, optimizer
     result = Calibration(statistics.median(forwards), statistics.median(optimizer_times),
-                         statistics.median(eval_times), micro_batch, seq_len, precision, str(device), steps)
+                         statistics.median(eval_times), micro_batch, seq_len, precision, str(device), len(forwards))
     if model_hook is None:
         _MEMO[key] = result
     return result

@@ -280,8 +280,7 @@ def _loop(run: Run) -> tuple[_Progress, MetricsLogger | None]:
             outcome = train_step(run)
             state.loss, state.rate = outcome.loss, run.config.train.batch_tokens / (time.perf_counter() - tick)
             if run.peak.observe(state.rate * run.prediction.flops_per_token):
-                run.log(f"note: this run computes faster than the measured matmul peak; MFU is now against "
-                        f"{run.peak.flops / 1e9:,.0f} GFLOP/s, the rate it reached")
+                run.log(run.peak.note())
             state.mfu = run.peak.mfu(state.rate * run.prediction.flops_per_token)
             progress.update(run.step, loss=state.loss, tokens_per_s=state.rate, mfu=state.mfu, lr=outcome.lr)
             _after_step(run, outcome, state, metrics)

@@ -4,7 +4,8 @@ Probes (is bf16 fast on this CPU, the matmul peak in each precision) are short, 
 run, an evaluation and a benchmark on one machine must agree on their outcome, so each
 is stored in ``$LMFORGE_CACHE_DIR/machine.json`` (default ``~/.cache/lmforge``) under a
 key naming the machine: CPU model, core count, CPU capability, torch version and thread
-count (and the GPU's name on a GPU). ``lmforge env --remeasure`` measures afresh. A
+count (and the GPU's name on a GPU; and ``ATEN_CPU_CAPABILITY`` / ``ONEDNN_MAX_CPU_ISA``
+where set, since they change which kernels run). ``lmforge env --remeasure`` measures afresh. A
 cache that cannot be read or written is ignored: the probe then runs in every process.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 CACHE_FORMAT = 1
+KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")  # they cap the kernels PyTorch runs
 
 
 def cache_path() -> Path:
@@ -64,6 +66,7 @@ def machine_key(device_type: str = "cpu") -> str:
     """The key a probe's result is stored under: it changes when the machine does."""
     parts = [cpu_model(), f"{os.cpu_count()} cores", cpu_capability(), f"torch {torch.__version__}",
              f"{torch.get_num_threads()} threads"]
+    parts += [f"{name}={os.environ[name]}" for name in KERNEL_VARIABLES if os.environ.get(name)]
     if device_type == "cuda" and torch.cuda.is_available():
         parts.append(torch.cuda.get_device_name())
     return " | ".join(parts)

@@ -135,6 +135,10 @@ class Peak:
         self.source += "" if not first else ", raised to the rate this run reached"
         return first
 
+    def note(self) -> str:
+        return (f"note: this run computes faster than the measured matmul peak; MFU is against "
+                f"{self.flops / 1e9:,.1f} GFLOP/s, the rate it reached")
+
     def mfu(self, flops_per_second: float) -> float:
         self.observe(flops_per_second)
         return flops_per_second / self.flops

@@ -24,6 +24,7 @@ class LoadedRun:
     spec: ModelSpec
     model: torch.nn.Module  # in eval mode, on the CPU
     weights: Path  # the file the weights came from
+    compute: str = "fp32"  # the dtype (and quantized linears' path) it computes in here, and why
 
 
 def weights_file(run_dir: Path) -> Path:

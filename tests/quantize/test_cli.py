@@ -48,7 +48,7 @@ def test_quantize_json_and_fill_mask_on_an_encoder(tiny_runs, tmp_path, capsys):
                           "--max-tokens", "512", "--json")
     assert code == 0, err
     report = json.loads(text)
-    assert report["after"]["memory_bytes"] == report["after"]["planner_bytes"]
+    assert report["after"]["memory_bytes"] == report["after"]["planner_memory_bytes"]
     assert report["before"]["memory_bytes"] > 3.5 * report["after"]["memory_bytes"] / 2  # fp32 vs int8 + 16-bit
     code, text, err = run(capsys, "fill-mask", out, "ab<mask>", "--json")
     assert code == 0, err
