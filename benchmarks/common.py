@@ -1,53 +1,67 @@
-"""Shared pieces of the side-by-side training benchmarks: a timed contender, the CPU's
-bf16 matmul peak, and the machine line."""
+"""Shared pieces of the side-by-side training benchmarks: a timed contender, the
+precision both sides train in (lmforge's own ``auto`` choice unless ``--precision`` says
+otherwise: bf16 only where a probe finds it fast on this CPU), the peak of that
+precision, and the machine line (which names the probe's outcome)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import platform
 import time
 from collections.abc import Callable
 
 import torch
 
+from lmforge.train.machine import cpu_capability, cpu_model
 from lmforge.train.optim import build_optimizer
+from lmforge.train.peak import measured_peak, precision_dtype
+from lmforge.train.precision import autocast_dtype, choose_precision, cpu_bf16
 
 
-def matmul_peak(size: int = 2048, seconds: float = 2.0) -> float:
-    """Best bf16 FLOP/s of a size^3 matmul over ``seconds``."""
-    a = torch.randn(size, size, dtype=torch.bfloat16)
-    b = torch.randn(size, size, dtype=torch.bfloat16)
-    torch.matmul(a, b)
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        best = max(best, 2 * size**3 / (time.perf_counter() - start))
-    return best
+def pick_precision(requested: str = "auto") -> str:
+    """The precision both sides train in: lmforge's choice for ``requested`` on this CPU."""
+    choice = choose_precision(requested, torch.device("cpu"))
+    if choice.warning:
+        print(choice.warning, flush=True)
+    return choice.precision
+
+
+def matmul_peak(precision: str) -> float:
+    """lmforge's measured matmul peak in ``precision`` (`lmforge.train.peak`, cached per machine)."""
+    return measured_peak("cpu", precision_dtype(precision))
 
 
 def machine() -> str:
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+    """CPU, cores, capability, torch, threads, and the bf16 probe's outcome."""
+    probe = cpu_bf16()
+    return (f"{cpu_model()}, {os.cpu_count()} cores, {cpu_capability()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; fast bf16: {'yes' if probe.fast else 'no'} ({probe.rates()})")
 
 
 class Side:
     """One contender: a model, the same AdamW settings for all, and a full training step.
 
-    ``loss_of(model, batch) -> scalar loss`` runs the forward pass (under bf16 autocast)
-    and the loss; the step adds backward, gradient clipping and the optimizer step.
+    ``loss_of(model, batch) -> scalar loss`` runs the forward pass (under ``precision``'s
+    autocast: bf16, or none for fp32) and the loss; the step adds backward, gradient
+    clipping and the optimizer step.
     """
 
-    def __init__(self, name: str, model: torch.nn.Module, loss_of: Callable, compile_model: bool = False):
+    def __init__(self, name: str, model: torch.nn.Module, loss_of: Callable, compile_model: bool = False,
+                 precision: str = "bf16"):
         self.name = name
         self.model = model
         self.params = sum(p.numel() for p in model.parameters())
         self.optimizer = build_optimizer(model, lr=3e-4, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
         self.forward = torch.compile(model) if compile_model else model
         self.loss_of = loss_of
+        self.precision = precision
+
+    def autocast(self):
+        dtype = autocast_dtype(self.precision)
+        return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     def step(self, batch) -> float:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with self.autocast():
             loss = self.loss_of(self.forward, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)

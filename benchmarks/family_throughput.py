@@ -3,13 +3,15 @@
 T5ForConditionalGeneration of identical shape.
 
 Both sides get the very same batches (built once by lmforge's objectives from random
-tokens: 15% masking; span corruption at noise density 0.15, mean span 3), bf16 autocast,
-the same AdamW settings; one step = forward, loss, backward, clipping, optimizer step.
+tokens: 15% masking; span corruption at noise density 0.15, mean span 3), the same
+precision (lmforge's ``auto`` choice: bf16 autocast only where this CPU computes it fast,
+else fp32; ``--precision`` forces one), the same AdamW settings; one step = forward,
+loss, backward, clipping, optimizer step.
 The sides alternate in this one process after warm-up; medians and ratios as JSON.
 Tokens/s counts input tokens (encoder tokens; for T5 also the decoder's target tokens).
 
     pip install -e ".[hf]"
-    python benchmarks/family_throughput.py [--repeats 5] [--steps 4] [--batch 8]
+    python benchmarks/family_throughput.py [--repeats 5] [--steps 4] [--batch 8] [--precision auto]
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import statistics
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import Side, alternate, machine
+from common import Side, alternate, machine, pick_precision
 
 from lmforge.data.objectives import mask_tokens, span_corruption
 from lmforge.models.build import build_model
@@ -101,22 +103,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     args = parser.parse_args()
+    precision = pick_precision(args.precision)
     torch.manual_seed(0)
     report = {"machine": machine(), "batch_sequences": args.batch, "seq": SEQ, "repeats": args.repeats,
-              "precision": "bf16 autocast, fp32 weights and AdamW", "results": {}}
+              "precision": f"{precision} ({'autocast, ' if precision != 'fp32' else ''}fp32 weights and AdamW)",
+              "results": {}}
     pairs = {
         "bert (6 x 384, masked LM)": (
             "bert", BERT,
-            Side("lmforge", build_model(BERT), lmforge_mlm_loss),
+            Side("lmforge", build_model(BERT), lmforge_mlm_loss, precision=precision),
             Side("transformers", hf_bert(),
-                 mlm_loss(lambda m, ids, mask: m(input_ids=ids, attention_mask=mask).logits)),
+                 mlm_loss(lambda m, ids, mask: m(input_ids=ids, attention_mask=mask).logits), precision=precision),
         ),
         "t5 (4+4 x 384, span corruption)": (
             "t5", T5,
-            Side("lmforge", build_model(T5), seq2seq_loss(lambda m, ids, mask, dec: m(ids, mask, dec))),
+            Side("lmforge", build_model(T5), seq2seq_loss(lambda m, ids, mask, dec: m(ids, mask, dec)),
+                 precision=precision),
             Side("transformers", hf_t5(), seq2seq_loss(
-                lambda m, ids, mask, dec: m(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits)),
+                lambda m, ids, mask, dec: m(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits),
+                precision=precision),
         ),
     }
     for title, (kind, spec, ours, peer) in pairs.items():

@@ -38,6 +38,7 @@ from lmforge.generate.engine import generate as lmforge_generate  # noqa: E402
 from lmforge.generate.processors import LogitsChain  # noqa: E402
 from lmforge.models.build import build_model  # noqa: E402
 from lmforge.plan.specs import ModelSpec  # noqa: E402
+from lmforge.train.precision import cpu_bf16  # noqa: E402
 
 SPEC = ModelSpec(n_decoder_layers=6, d_model=384, n_heads=6, vocab_size=8192, context=512, name="gpt2-small-bench")
 PROMPT_LEN = 16
@@ -155,8 +156,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--dtypes", nargs="+", default=None,
+                        help="default: float32, and bfloat16 where this CPU computes it fast (lmforge's probe)")
     args = parser.parse_args()
+    if args.dtypes is None:
+        args.dtypes = ["float32"] + (["bfloat16"] if cpu_bf16().fast else [])
     import transformers
 
     torch.manual_seed(0)

@@ -18,12 +18,15 @@ import shutil
 import time
 from pathlib import Path
 
+import torch
+
 from lmforge.evaluate.run_eval import evaluate_run
 from lmforge.models.build import build_model
 from lmforge.plan.specs import ModelSpec
-from lmforge.train.calibrate import training_tokens_per_second
+from lmforge.train.calibrate import calibrate
 from lmforge.train.config import load_config
 from lmforge.train.loop import train
+from lmforge.train.precision import choose_precision
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
 MODEL = {"model.preset": "tiny-gpt2", "model.n_layers": 6, "model.d_model": 256, "model.n_heads": 8,
@@ -41,9 +44,12 @@ def split(out: Path) -> tuple[Path, Path]:
 
 
 def tokens_for(minutes: float, vocab: int) -> int:
-    """Size the run from a few timed steps: 80% of the time for training."""
+    """Size the run from a few timed steps in the precision the run will pick: 80% of the
+    time for training."""
     spec = ModelSpec(n_decoder_layers=6, d_model=256, n_heads=8, vocab_size=vocab, context=256)
-    return int(minutes * 60 * 0.8 * training_tokens_per_second(spec, seq_len=SEQ, micro_batch=MICRO))
+    precision = choose_precision("auto", torch.device("cpu")).precision
+    speed = calibrate(spec, seq_len=SEQ, micro_batch=MICRO, precision=precision)
+    return int(minutes * 60 * 0.8 * speed.tokens_per_second(BATCH_TOKENS // (SEQ * MICRO)))
 
 
 def main() -> None:

@@ -1,14 +1,18 @@
 """Training throughput: lmforge's decoder against Hugging Face transformers' GPT2LMHeadModel.
 
 Same GPT-2 shape (6 layers, d_model 384, 6 heads, vocab 8192, seq 256), same batch, same
-bf16 autocast, same AdamW settings; one full training step = forward, backward,
-gradient clipping, optimizer step. The two run alternately in this one process, after
-warm-up, REPEATS times; medians and the ratio are printed as JSON, with this CPU's
-measured bf16 matmul peak (a 2048-cube product) and each side's MFU against it,
-counting 6N + 12 L H Q T FLOPs per token (PaLM, Chowdhery et al. 2022, App. B).
+precision (lmforge's ``auto`` choice here: bf16 autocast only where this CPU computes it
+fast, else fp32; ``--precision`` to force one), same AdamW settings; one full training
+step = forward, backward, gradient clipping, optimizer step. The two run alternately in
+this one process, after warm-up, REPEATS times; medians and the ratio are printed as
+JSON, with lmforge's measured matmul peak in that precision and each side's MFU against
+it, counting 6N + 12 L H Q T FLOPs per token (PaLM, Chowdhery et al. 2022, App. B).
+
+Also printed: the tokens/s lmforge predicts for its side before timing it
+(`lmforge.train.calibrate`, what ``plan.json`` reports for a run), beside the measurement.
 
     pip install -e ".[hf]"   # transformers, for the peer
-    python benchmarks/train_throughput.py [--repeats 5] [--steps 5] [--batch 8] [--compile]
+    python benchmarks/train_throughput.py [--repeats 5] [--steps 5] [--batch 8] [--compile] [--precision auto]
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import statistics
 from collections.abc import Callable
 
 import torch
-from common import Side, alternate, machine, matmul_peak
+from common import Side, alternate, machine, matmul_peak, pick_precision
 
 from lmforge.models.build import build_model
 from lmforge.plan.flops import palm_flops_per_token
 from lmforge.plan.specs import ModelSpec, param_counts
+from lmforge.train.calibrate import calibrate
 
 SPEC = ModelSpec(n_decoder_layers=6, d_model=384, n_heads=6, vocab_size=8192, context=256, name="gpt2-6x384")
 SEQ = 256
@@ -55,17 +60,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="sequences per step")
     parser.add_argument("--compile", action="store_true", help="torch.compile lmforge's model")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    precision = pick_precision(args.precision)
+    predicted = calibrate(SPEC, seq_len=SEQ, micro_batch=args.batch, precision=precision).tokens_per_second()
     torch.manual_seed(0)
-    ours = Side("lmforge", build_model(SPEC), causal_loss(lambda m, x: m(x)), args.compile)
-    peer = Side("transformers", hf_model(), causal_loss(lambda m, x: m(input_ids=x).logits))
+    ours = Side("lmforge", build_model(SPEC), causal_loss(lambda m, x: m(x)), args.compile, precision)
+    peer = Side("transformers", hf_model(), causal_loss(lambda m, x: m(input_ids=x).logits), precision=precision)
     assert ours.params == param_counts(SPEC).total
     generator = torch.Generator().manual_seed(0)
     batches = [torch.randint(0, SPEC.vocab_size, (args.batch, SEQ + 1), generator=generator) for _ in range(args.steps)]
     rates = alternate([ours, peer], batches, args.batch * SEQ, args.repeats)
-    peak = matmul_peak()
+    peak = matmul_peak(precision)
     per_token = palm_flops_per_token(SPEC, SEQ)
     medians = {name: statistics.median(values) for name, values in rates.items()}
     print(json.dumps({
@@ -73,11 +81,14 @@ def main() -> None:
         "shape": "GPT-2 style, 6 layers, d_model 384, 6 heads, vocab 8192, seq 256",
         "params": {"lmforge": ours.params, "transformers": peer.params},
         "batch_sequences": args.batch, "steps_per_run": args.steps, "repeats": args.repeats,
-        "precision": "bf16 autocast, fp32 weights and AdamW", "compiled": args.compile,
+        "precision": f"{precision} ({'autocast, ' if precision != 'fp32' else ''}fp32 weights and AdamW)",
+        "compiled": args.compile,
         "tokens_per_s_median": {k: round(v) for k, v in medians.items()},
         "tokens_per_s_all": {k: [round(v) for v in vs] for k, vs in rates.items()},
         "ratio_lmforge_over_transformers": round(medians["lmforge"] / medians["transformers"], 3),
-        "bf16_matmul_peak_gflops": round(peak / 1e9, 1),
+        "lmforge_predicted_tokens_per_s": round(predicted),
+        "lmforge_measured_over_predicted": round(medians["lmforge"] / predicted, 3),
+        f"{precision}_matmul_peak_gflops": round(peak / 1e9, 1),
         "flops_per_token": per_token,
         "mfu": {k: round(v * per_token / peak, 3) for k, v in medians.items()},
     }, indent=2))

@@ -5,8 +5,8 @@ the run's model (same spec, precision, micro-batch, activation checkpointing and
 hook) runs ``steps`` timed micro-batches of forward + backward, each followed by an
 optimizer step (gradient clipping included), after ``WARMUP`` untimed ones, then as many
 evaluation forwards without gradients. Past ``TIME_CAP`` seconds it stops at the steps
-timed so far (at least ``MIN_STEPS``), so that calibrating a large model stays short. A step of the run is ``accumulation`` micro-batches and one optimizer step,
-so
+timed so far (at least ``MIN_STEPS``), so that calibrating a large model stays short.
+A step of the run is ``accumulation`` micro-batches and one optimizer step, so
 
     step seconds = accumulation x micro-batch seconds + optimizer seconds
 
