@@ -31,11 +31,14 @@ def matmul_peak(precision: str) -> float:
     return measured_peak("cpu", precision_dtype(precision))
 
 
-def machine() -> str:
-    """CPU, cores, capability, torch, threads, and the bf16 probe's outcome."""
-    probe = cpu_bf16()
-    return (f"{cpu_model()}, {os.cpu_count()} cores, {cpu_capability()}, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads; fast bf16: {'yes' if probe.fast else 'no'} ({probe.rates()})")
+def machine(probe: bool = True) -> str:
+    """CPU, cores, capability, torch, threads, and (``probe``) the bf16 probe's outcome here."""
+    line = f"{cpu_model()}, {os.cpu_count()} cores, {cpu_capability()}, torch {torch.__version__}, " \
+           f"{torch.get_num_threads()} threads"
+    if not probe:
+        return line
+    result = cpu_bf16()
+    return f"{line}; fast bf16: {'yes' if result.fast else 'no'} ({result.rates()})"
 
 
 class Side:

@@ -20,7 +20,7 @@ from lmforge.distributed.strategies import Parallel, apply_strategy
 from lmforge.models.build import build_model
 from lmforge.plan.memory import training_memory
 from lmforge.plan.specs import ModelSpec
-from lmforge.train.calibrate import Calibration, calibrate
+from lmforge.train.calibrate import calibrate
 from lmforge.train.config import RunConfig
 from lmforge.train.data_setup import RunData, setup_data
 from lmforge.train.model_setup import model_spec
@@ -178,7 +178,5 @@ def _speed(config: RunConfig, spec: ModelSpec, objective: Objective, data: RunDa
                        windows=torch.from_numpy(first[: t.micro_batch]))
     rates = sum_over_ranks(env, torch.tensor([result.tokens_per_second(accumulation)], dtype=torch.float64))
     main = broadcast(env, result)
-    return Speed.from_calibration(main, accumulation, rates[0], env.world)
+    return Speed.from_calibration(main, rates[0])
 
-
-__all__ = ["Calibration", "Options", "Run", "build_run"]

@@ -43,7 +43,7 @@ class Prediction:
     memory_activations_bytes: int
     peak_flops: float  # the job's (all ranks), for MFU
     peak_source: str
-    expected_mfu: float  # tokens_per_second x FLOPs per token / peak
+    expected_mfu: float  # the predicted MFU: tokens_per_second x FLOPs per token / peak
     tokens_per_second: float  # of the whole job
     speed_source: str  # how tokens_per_second was found
     seconds: float  # training steps at tokens_per_second, plus the evaluations
@@ -88,8 +88,10 @@ class Speed:
         return cls(rate, 1 / (3 * rate), note or f"train.expected_mfu={mfu:g} x the peak")
 
     @classmethod
-    def from_calibration(cls, calibration: Calibration, accumulation: int, job_rate: float, world: int) -> Speed:
-        per_token = calibration.eval_micro_batch_seconds / (calibration.micro_batch * calibration.seq_len) / world
+    def from_calibration(cls, calibration: Calibration, job_rate: float) -> Speed:
+        """``job_rate``: the calibrated tokens/s summed over ranks; every rank evaluates every
+        validation token (as ``evaluate_sources`` does), so evaluation does not speed up with ranks."""
+        per_token = calibration.eval_micro_batch_seconds / (calibration.micro_batch * calibration.seq_len)
         return cls(job_rate, per_token, f"calibrated: {calibration.timed_steps} timed steps of this model, "
                    f"micro-batch and precision on {calibration.device}", calibration)
 
