@@ -25,10 +25,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from lmforge.quantize.convert import cast_kept
 from lmforge.quantize.modules import Int4Linear, Int8Linear, QuantizedEmbedding
 from lmforge.quantize.primitives import int4_quantize, int8_quantize
 from lmforge.train.machine import remembered
-from lmforge.train.precision import cpu_bf16
+from lmforge.train.precision import cpu_bf16, inference_dtype
 
 PATHS = {"int8": ("kernel-bf16", "kernel-fp32", "dequantize"), "int4": ("kernel-bf16", "dequantize")}
 PROBE_FEATURES = 512
@@ -94,8 +95,7 @@ def fastest_fp32_path(kind: str) -> str:
 def compute_plan(stored: torch.dtype, precision: str) -> ComputePlan:
     """The plan for a run whose kept tensors are ``stored`` and whose linears are ``precision``."""
     cpu = cpu_bf16()
-    fast = stored == torch.float32 or (stored == torch.bfloat16 and cpu.fast)
-    if fast:
+    if inference_dtype("cpu", stored) == stored:
         return ComputePlan(stored, "kernel-bf16" if stored == torch.bfloat16 else "dequantize", "kernel-bf16",
                            "as stored" if stored == torch.float32 else f"bf16 is fast on this CPU: {cpu.rates()}")
     int8 = fastest_fp32_path("int8") if precision == "int8" else "dequantize"
@@ -111,8 +111,6 @@ def apply_compute_plan(model: nn.Module, plan: ComputePlan, layout: str = "auto"
     """Cast the kept tensors to ``plan.dtype`` and set each quantized linear's path; with
     ``layout="auto"`` int4 linears on the kernel path are re-laid for it (same bytes).
     Returns how many int4 linears were re-laid."""
-    from lmforge.quantize.convert import cast_kept  # convert imports modules; keep this module light
-
     if plan.dtype == torch.float32:
         cast_kept(model, torch.float32)
     relaid = 0
