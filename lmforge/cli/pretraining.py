@@ -13,6 +13,7 @@ from pathlib import Path
 from lmforge.cli import pretraining_tables as tables
 from lmforge.cli.output import print_json
 from lmforge.cli.signature import passthrough
+from lmforge.errors import UserError
 
 
 def tokenizer_train(
@@ -130,23 +131,35 @@ def train(
     """
     from lmforge.train.config import load_config, parse_overrides
     from lmforge.train.loop import train as run_training
+    from lmforge.train.validate import flag_names, validate_config
 
     values = parse_overrides(overrides or [])
+    names = flag_names(values, {})
+    if resume is not None and init_from is not None:
+        raise UserError("--resume and --init-from do not go together", f"{resume} and {init_from}",
+                        "--resume continues a run; --init-from starts a new one from a run's weights")
     if resume is not None:
         config = str(Path(resume) / "config.yaml")
         values.setdefault("name", Path(resume).name)
         values.setdefault("out_dir", str(Path(resume).parent))
+        names.update(name="--resume", out_dir="--resume")
     if data:
         values["data.sources"] = data
+        names["data.sources"] = "--data"
     if name is not None:
         values["name"] = name
+        names["name"] = "--name"
     if tokens is not None:
         values["train.max_tokens"] = tokens
+        names["train.max_tokens"] = "--tokens"
     if init_from is not None and config is None:  # start from what the source run was
         from lmforge.train.continuation import continuation
 
         config, values = continuation(Path(init_from), values)
-    run_config = load_config(config, values)
+    if resume is not None and not Path(config).is_file():
+        raise UserError("the run directory to resume has no config.yaml", resume,
+                        "pass a directory written by lmforge train")
+    run_config = validate_config(load_config(config, values), names)
     hook = None
     if run_config.qat.precision != "none":  # quantization-aware training (--qat int4)
         from lmforge.quantize.qat import qat_hook
@@ -158,11 +171,13 @@ def train(
                               init_from=Path(init_from) if init_from else None, quiet=quiet or json, log=tables.log,
                               model_hook=hook, force=force)
     if not result.main:  # another rank of a torchrun job: rank 0 reports
-        return
+        raise SystemExit(result.exit_code)
     if json:
         print_json(result.to_dict())
     else:
         tables.train_result(result)
+    if result.exit_code:  # stopped by a signal: 128 + its number, after the checkpoint
+        raise SystemExit(result.exit_code)
 
 
 def evaluate(

@@ -109,7 +109,7 @@ def add_verb(subparsers: argparse._SubParsersAction, name: str, function: Callab
     description, helps, epilog = parse_docstring(function.__doc__)
     parser = subparsers.add_parser(
         name,
-        help=description.split("\n\n")[0].replace("\n", " ") if description else None,
+        help=description.split("\n\n")[0].replace("\n", " ").replace("%", "%%") if description else None,
         description=description,
         epilog=epilog or None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -119,7 +119,9 @@ def add_verb(subparsers: argparse._SubParsersAction, name: str, function: Callab
     for param in inspect.signature(function).parameters.values():
         if param.name == passthrough:
             continue
-        kwargs = _argument_kwargs(hints.get(param.name, str), param.default, helps.get(param.name, ""))
+        # argparse formats help with %: a literal one (40%) must be %%
+        text = helps.get(param.name, "").replace("%", "%%")
+        kwargs = _argument_kwargs(hints.get(param.name, str), param.default, text)
         required = param.default is inspect.Parameter.empty
         positional = param.kind is inspect.Parameter.POSITIONAL_ONLY or (
             required and param.kind is not inspect.Parameter.KEYWORD_ONLY

@@ -17,6 +17,7 @@ import torch
 
 from lmforge.distributed.env import DistEnv, broadcast, sum_over_ranks
 from lmforge.distributed.strategies import Parallel, apply_strategy
+from lmforge.errors import UserError
 from lmforge.models.build import build_model
 from lmforge.plan.memory import training_memory
 from lmforge.plan.specs import ModelSpec
@@ -137,12 +138,25 @@ def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: Precisi
     if options.resume:
         run.state = resume_state(run_dir, parallel, lambda: build_model(spec), make_optimizer)
         run.step, run.tokens_seen = run.state["step"], run.state["tokens"]
+        _check_resumable(run_dir, run.step, prediction.total_steps)
         if scaler is not None and run.state.get("grad_scaler"):
             scaler.load_state_dict(run.state["grad_scaler"])
         log(f"resumed {run_dir} at step {run.step:,} ({run.tokens_seen:,} tokens)")
     run.first_step = run.step
     model.gradient_checkpointing = t.activation_checkpointing
     return run
+
+
+def _check_resumable(run_dir: Path, step: int, total_steps: int) -> None:
+    """A resume must have steps left: a finished run is not rewritten, a limit below the
+    checkpoint cannot be met."""
+    if step == total_steps:
+        raise UserError("the run is finished", f"{run_dir}: step {step:,} of {total_steps:,}",
+                        "raise --train.max_steps or --train.max_tokens to train it further, or start a new run "
+                        f"from its weights with --init-from {run_dir}")
+    if step > total_steps:
+        raise UserError("the run's limit is below its checkpoint", f"{run_dir}: checkpoint at step {step:,}, "
+                        f"limit {total_steps:,} steps", "raise the limit above the checkpoint's step to resume")
 
 
 def _eval_tokens(data: RunData, per_source: int) -> int:

@@ -48,8 +48,10 @@ from lmforge.train.parallel_io import save_final_weights, save_state
 from lmforge.train.plots import plot_loss
 from lmforge.train.precision import autocast_dtype, choose_precision
 from lmforge.train.preflight import write_report
+from lmforge.train.run_lock import RunLock, leftover_entries, remove_stale_temp_files
 from lmforge.train.signals import StopRequests
 from lmforge.train.step import StepOutcome, train_step
+from lmforge.train.validate import validate_config
 from lmforge.train.validation import EvalResult, combine, evaluate_objective, evaluate_stream
 
 
@@ -68,11 +70,20 @@ class TrainResult:
     epochs_by_source: dict[str, float]
     main: bool = True  # False on the ranks other than 0 of a torchrun job: they print nothing
 
+    @property
+    def exit_code(self) -> int:
+        """0 when the run reached its planned end or limit; 128 + the signal's number when a
+        signal stopped it (130 SIGINT, 143 SIGTERM, also when another rank received it)."""
+        if not self.stopped_by.startswith("signal") and self.stopped_by != "another rank's request":
+            return 0
+        return 130 if self.stopped_by == "signal SIGINT" else 143
+
     def to_dict(self) -> dict:
         """What ``lmforge train --json`` prints."""
         return {"run_dir": str(self.run_dir), "steps": self.steps, "tokens": self.tokens,
                 "final_loss": self.final_loss, "tokens_per_second": self.tokens_per_second, "mfu": self.mfu,
-                "precision": self.precision, "stopped_by": self.stopped_by, "tokens_by_source": self.tokens_by_source,
+                "precision": self.precision, "stopped_by": self.stopped_by, "exit_code": self.exit_code,
+                "tokens_by_source": self.tokens_by_source,
                 "epochs_by_source": self.epochs_by_source,
                 "validation": {k: v.to_dict() for k, v in self.validation.items()}}
 
@@ -106,21 +117,42 @@ def _accumulation(config: RunConfig, world: int = 1) -> tuple[int, int]:
     return sequences, sequences // (world * t.micro_batch)
 
 
-def _prepare_run_dir(config: RunConfig, resume: bool, restart: int = 0) -> Path:
+def _prepare_run_dir(config: RunConfig, resume: bool, log: Callable, restart: int = 0) -> RunLock:
+    """Lock RUN_DIR for this process (`lmforge.train.run_lock`), then check it fits the
+    command: ``resume`` needs a complete checkpoint; a new run needs an empty directory,
+    or one a killed first attempt left (an lmforge run with no complete checkpoint: it is
+    started afresh, saying so). Writes ``config.yaml`` for a new run."""
     run_dir = config.run_dir
-    if resume:
-        if latest_checkpoint(run_dir) is None:
-            raise UserError("nothing to resume", str(run_dir), "train without --resume to start this run")
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if restart == 0:
-            raise UserError(
-                "the run directory already exists", str(run_dir), "resume it with --resume, or pick another --name"
-            )
-        shutil.rmtree(run_dir)  # torchrun restarted a job that died before its first checkpoint: start over
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
-    return run_dir
+    lock = RunLock(run_dir).acquire()
+    try:
+        removed = remove_stale_temp_files(run_dir)
+        if removed:
+            log(f"removed {len(removed)} temp file(s) of a write that was killed ({removed[0].name})")
+        if resume:
+            if latest_checkpoint(run_dir) is None:
+                raise UserError("nothing to resume", str(run_dir), "train without --resume to start this run")
+            return lock
+        left = leftover_entries(run_dir)
+        if left and latest_checkpoint(run_dir) is not None and restart == 0:
+            raise UserError("the run directory already exists", str(run_dir),
+                            "resume it with --resume, or pick another --name")
+        if left and not (run_dir / "config.yaml").is_file():
+            raise UserError("the run directory holds files that are not an lmforge run", str(run_dir),
+                            "pick another --name or --out-dir")
+        if left:  # no live owner (we hold the lock) and no complete checkpoint: a killed first attempt
+            log(f"note: {run_dir} was left by a run that stopped before its first complete checkpoint; "
+                "starting it afresh")
+            for path in left:
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+        # stop_at_step pauses this invocation only: a later --resume must not stop there again
+        save_config(dataclasses.replace(config, train=dataclasses.replace(config.train, stop_at_step=None)),
+                    run_dir / "config.yaml")
+        return lock
+    except BaseException:
+        lock.release()
+        if lock.created and not leftover_entries(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # only what this process made, and only if empty
+        raise
 
 
 def _on_main(env: DistEnv, work: Callable[[], object]) -> object:
@@ -174,6 +206,10 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
     the parameter names, so checkpoints stay loadable by a plain model. ``force`` runs
     even when the preflight predicts that memory will not suffice.
     """
+    validate_config(config)
+    if resume and init_from is not None:
+        raise UserError("resume and init_from do not go together", f"{config.run_dir} and {init_from}",
+                        "resume continues a run; init_from starts a new one from a run's weights")
     t = config.train
     env = setup(config.parallel.strategy, config.parallel.backend, t.device, config.parallel.timeout)
     try:
@@ -191,7 +227,7 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
         if restarted:
             log(f"torchrun restart {env.restart}: resuming from the latest complete checkpoint")
         resume = resume or restarted
-        _on_main(env, lambda: _prepare_run_dir(config, resume, env.restart))
+        lock = _on_main(env, lambda: _prepare_run_dir(config, resume, log, env.restart))
         options = Options(resume, init_from, quiet, log, model_hook, force)
         try:
             run = build_run(config, env, strategy, precision, sequences, accumulation, options,
@@ -208,6 +244,9 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
                     f"resume from {last.name if last else 'the start'} with --resume (torchrun --max-restarts N "
                     "restarts the job by itself)") from None
             raise
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
         teardown(env)
 

@@ -68,7 +68,7 @@ BAD = [
     (lambda p, c: ["train", "--data", p / "missing.txt"], "no such file or folder"),
     (lambda p, c: ["train", "--data", (p / "empty.txt", (p / "empty.txt").write_text(""))[0]], "no text"),
     (lambda p, c: ["train", "--data", _bad_binary(p)], "no text"),
-    (lambda p, c: ["train", "--data", c, "--data.vocab_size", "100"], "vocab size too small"),
+    (lambda p, c: ["train", "--data", c, "--data.vocab_size", "100"], "--data.vocab_size must be at least 360"),
     (lambda p, c: ["train", "--data", c, "--data.seq_len", "512", "--train.batch_tokens", "4096"],
      "longer than the model's context"),
     (lambda p, c: ["train", "--data", c, "--model.vocab_size", "1000"], "vocabulary sizes differ"),
@@ -77,19 +77,41 @@ BAD = [
     (lambda p, c: ["train", "--data", c, "--train.lrr", "1"], "did you mean train.lr"),
     (lambda p, c: ["train", "--data", c, "--model.preset", "gpt5"], "unknown model preset"),
     (lambda p, c: ["train", "--data", c, "--train.lr", "fast"], "must be a number"),
-    (lambda p, c: ["train", "--resume", p / "nothing"], "config file not found"),
+    (lambda p, c: ["train", "--resume", p / "nothing"], "the run directory to resume has no config.yaml"),
+    # issue 12: every numeric key in its range, before anything is built or written
+    *[(lambda p, c, k=key, v=value: ["train", "--data", c, f"--{k}", v], f"--{key} must be {must}")
+      for key, value, must in [
+          ("train.micro_batch", "0", "greater than zero"), ("data.seq_len", "0", "greater than zero"),
+          ("train.ckpt_every", "0", "greater than zero"), ("train.log_every", "0", "greater than zero"),
+          ("train.max_steps", "0", "greater than zero"), ("train.lr", "-1", "greater than zero"),
+          ("train.lr", "nan", "greater than zero"), ("train.lr", "0", "greater than zero"),
+          ("train.beta1", "1.5", "in [0, 1)"), ("train.max_time", "-1", "greater than zero"),
+          ("train.stop_at_step", "-1", "greater than zero"), ("train.keep_last", "0", "greater than zero"),
+          ("train.warmup_steps", "-1", "at least 0"), ("train.weight_decay", "-0.1", "at least 0"),
+          ("data.max_epochs", "0", "greater than zero"), ("train.eval_tokens", "0", "greater than zero"),
+          ("train.eval_every", "0", "greater than zero"), ("objective.mask_rate", "1.5", "in (0, 1]"),
+          ("data.val_fraction", "1", "in [0, 1)"), ("train.expected_mfu", "40", "in (0, 1]"),
+      ]],
+    (lambda p, c: ["train", "--data", c, "--tokens", "-5"], "cannot read --tokens as a number"),
+    (lambda p, c: ["train", "--data", c, "--name", "../escape"], "--name must be a plain name"),
+    (lambda p, c: ["train", "--data", c, "--name", ""], "--name is empty"),
+    (lambda p, c: ["train", "--data", c, "--out-dir", (p / "afile", (p / "afile").write_text("x"))[0]],
+     "names a file, not a directory"),
+    (lambda p, c: ["train", "--resume", p / "a", "--init-from", p / "b"], "--resume and --init-from do not go"),
     (lambda p, c: ["eval", p / "nothing"], "run directory not found"),
     (lambda p, c: ["tokenizer", "train", "--data", c, "--vocab-size", "100"], "vocab size too small"),
     (lambda p, c: ["prepare", "--data", c, "--tokenizer", p / "nope.json"], "no tokenizer file"),
 ]
 
 
-@pytest.mark.parametrize("make_argv, needle", BAD, ids=[needle for _, needle in BAD])
+@pytest.mark.parametrize("make_argv, needle", BAD, ids=[f"{i}-{needle}" for i, (_, needle) in enumerate(BAD)])
 def test_bad_input_one_line_exit_2_nothing_left(tmp_path, corpus, capsys, make_argv, needle):
     before = set(tmp_path.iterdir())
     argv = make_argv(tmp_path, corpus)
     if argv[0] == "train" and "--resume" not in argv:
         argv = [argv[0], "--name", "bad", "--out-dir", tmp_path, *TINY, *argv[1:]]  # the case's values win
+    made = {p for p in tmp_path.iterdir() if p not in before}  # the inputs a case writes (a file for --out-dir)
+    before |= made
     code, _, err = run(capsys, *argv)
     assert code == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
