@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from lmforge.cli.output import print_json, print_lines, print_table
@@ -83,13 +84,21 @@ def generate(
     if run.spec.family == "encoder":
         raise UserError("an encoder does not generate text", run_dir, "use lmforge fill-mask with this run")
     decoder = run.spec.family == "decoder"
+    if length_penalty != 1.0 and num_beams == 1:
+        raise UserError("--length-penalty ranks beams", f"--length-penalty {length_penalty} with --num-beams 1",
+                        "pass --num-beams 4 (encoder-decoders), or drop --length-penalty")
+    if not math.isfinite(length_penalty):
+        raise UserError("--length-penalty must be finite", length_penalty, "pass e.g. --length-penalty 1.0")
     if num_beams != 1:
         if decoder:
             raise UserError("beam search is for encoder-decoders", f"--num-beams {num_beams}",
                             "sample a decoder (--temperature, --top-p ...) or use --num-beams 1")
         _beam_outputs(run, prompts, settings.max_new_tokens, num_beams, length_penalty, json)
         return
-    streaming = stream and not json and len(prompts) * settings.num_samples == 1
+    if stream and len(prompts) * settings.num_samples != 1:
+        raise UserError("--stream shows one output as it is made", f"{len(prompts)} prompts x "
+                        f"{settings.num_samples} samples", "drop --stream, or pass one prompt and one sample")
+    streaming = stream and not json
     if streaming:
         sys.stdout.write(prompts[0] if decoder else prompts[0] + "\n-> ")
 

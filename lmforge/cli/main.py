@@ -92,11 +92,19 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(line + "\n")  # one write: ranks sharing a terminal do not split each other's lines
         sys.stderr.flush()
         return exc.exit_code
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:  # disk full, permissions, a path that is a file: one line, no traceback
+        if debug:
+            raise
+        from lmforge.fileio import os_error_message
+
+        sys.stderr.write(f"error: {os_error_message(exc)}\n")
+        sys.stderr.flush()
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
     return 0
 
 

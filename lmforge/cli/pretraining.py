@@ -13,7 +13,7 @@ from pathlib import Path
 from lmforge.cli import pretraining_tables as tables
 from lmforge.cli.output import print_json
 from lmforge.cli.signature import passthrough
-from lmforge.errors import UserError
+from lmforge.errors import UserError, check_whole
 
 
 def tokenizer_train(
@@ -44,6 +44,7 @@ def tokenizer_train(
     from lmforge.train.data_setup import sample_texts
 
     sources = [parse_source(arg) for arg in data]
+    check_whole("--sample-bytes", sample_bytes, 10**13)
     tokenizer = train_tokenizer(sample_texts(sources, sample_bytes), vocab_size)
     tokenizer.save(Path(out))
     ratio = bytes_per_token(tokenizer, sample_texts(sources, min(sample_bytes, 5_000_000)))
@@ -84,6 +85,8 @@ def prepare(
     from lmforge.data.sources import parse_source
     from lmforge.data.tokenizer import Tokenizer
 
+    if not str(out).strip():
+        raise UserError("--out is empty", out, "pass the shard directory, e.g. --out data")
     manifest = prepare_shards([parse_source(arg) for arg in data], Tokenizer.load(tokenizer), Path(out),
                               val_fraction=val_fraction, seed=seed, force=force)
     print_json(manifest.to_dict()) if json else tables.manifest(manifest, out)
@@ -203,6 +206,9 @@ def evaluate(
         lmforge eval runs/books --data held_out=test.txt
     """
     from lmforge.evaluate.run_eval import evaluate_run
+
+    if max_tokens is not None:
+        check_whole("--max-tokens", max_tokens, 10**12)
 
     results = evaluate_run(Path(run_dir), data, max_tokens=max_tokens)
     print_json({k: v.to_dict() for k, v in results.items()}) if json else tables.evaluation(results, run_dir)

@@ -11,12 +11,11 @@ fraction. State is JSON (never pickle), written to a temporary name and renamed
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lmforge.errors import UserError
+from lmforge.fileio import write_atomic
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "lmforge-shards"
@@ -156,24 +155,6 @@ class Manifest:
             format=str(data["format"]),
             version=int(data["version"]),
         )
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # what open() would give, not mkstemp's 0600
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> Path:

@@ -248,6 +248,8 @@ class Tokenizer:
     def save(self, path: str | os.PathLike) -> Path:
         """Write tokenizer.json atomically (temporary name in the same folder, then rename)."""
         path = Path(path)
+        if path.is_dir():
+            raise UserError("the tokenizer path is a directory", str(path), "name a file, e.g. tokenizer.json")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from lmforge.errors import UserError
+from lmforge.errors import UserError, check_whole
 from lmforge.plan.storage import weight_bytes
 from lmforge.quantize.convert import Scheme, dequantize_model, make_scheme, model_bytes, quantize_model
 from lmforge.quantize.load import load_any_run, read_quantization, scheme_of
@@ -66,6 +66,8 @@ def quantize_run(run_dir: str | Path, precision: str, *, group_size: int | None 
                  force: bool = False, max_tokens: int = DEFAULT_EVAL_TOKENS) -> QuantizeReport:
     """Quantize RUN_DIR to ``precision``, write the result (default RUN_DIR-<label>), measure both."""
     started = time.perf_counter()
+    _check_options_apply(precision, group_size, scale, keep_embeddings)
+    check_whole("--max-tokens", max_tokens, 10**12)
     scheme = make_scheme(precision, group_size, scale, keep_embeddings)  # bad flags fail before any work
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -111,6 +113,20 @@ def quantize_run(run_dir: str | Path, precision: str, *, group_size: int | None 
                    _planned(loaded.spec, scheme), _planned(loaded.spec, scheme, _kept_dtype(loaded.model)), after),
         seconds=time.perf_counter() - started, int4_layout=int4_layout, compute=loaded.compute,
     )
+
+
+def _check_options_apply(precision: str, group_size: int | None, scale: str, keep_embeddings: bool) -> None:
+    """Refuse flags that mean nothing for ``precision`` (rather than ignore them)."""
+    if group_size is not None and precision != "int4":
+        raise UserError("--group-size applies to int4 only", f"--to {precision} --group-size {group_size}",
+                        "drop --group-size, or use --to int4")
+    if precision not in ("int8", "int4"):
+        if scale != "absmax":
+            raise UserError("--scale applies to int8 and int4 only", f"--to {precision} --scale {scale}",
+                            "drop --scale for a 16-bit cast")
+        if not keep_embeddings:
+            raise UserError("--no-keep-embeddings applies to int8 and int4 only", f"--to {precision}",
+                            "drop --no-keep-embeddings for a 16-bit cast")
 
 
 def _qat_group_size(run_dir: Path) -> int | None:

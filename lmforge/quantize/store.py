@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from lmforge.errors import UserError
+from lmforge.fileio import save_safetensors
 
 ALIGNMENT = 64  # bytes: one cache line, an AVX-512 register
 
@@ -40,7 +40,7 @@ def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict
     meta = dict(metadata)
     if aliases:
         meta["aliases"] = json.dumps(aliases, sort_keys=True)
-    save_file(unique, str(path), metadata=meta)
+    save_safetensors(unique, path, meta)
     with open(path, "rb") as f:
         os.fsync(f.fileno())
 

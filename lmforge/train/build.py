@@ -99,6 +99,7 @@ def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: Precisi
     t, log, device = config.train, options.log, env.device
     run_dir = config.run_dir
     torch.manual_seed(t.seed)
+    _early_memory_check(config, env, strategy, options)
     data = on_main(lambda: setup_data(config.data, run_dir, seed=t.seed, log=log))
     if not env.main:
         data = setup_data(config.data, run_dir, seed=t.seed, log=_silent)
@@ -145,6 +146,24 @@ def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: Precisi
     run.first_step = run.step
     model.gradient_checkpointing = t.activation_checkpointing
     return run
+
+
+def _early_memory_check(config: RunConfig, env: DistEnv, strategy: str, options: Options) -> None:
+    """Refuse a model that cannot fit before any data is read or tokenizer trained: the
+    planner's memory for the spec with the vocabulary the run will have (the model's or
+    the tokenizer's if known, else ``data.vocab_size``); the check after the data, with
+    the real vocabulary, prints the figures."""
+    if options.force:
+        return
+    vocab = config.model.vocab_size
+    tokenizer = config.run_dir / "tokenizer.json" if (config.run_dir / "tokenizer.json").is_file() else (
+        Path(config.data.tokenizer) if config.data.tokenizer and Path(config.data.tokenizer).is_file() else None)
+    if vocab is None and tokenizer is not None:
+        from lmforge.data.tokenizer import Tokenizer
+
+        vocab = Tokenizer.load(tokenizer).vocab_size
+    spec = model_spec(config.model, vocab or config.data.vocab_size, config.data.seq_len)
+    check_memory(config, spec, env.device, strategy, env.world, env.local_world, force=False, log=_silent)
 
 
 def _check_resumable(run_dir: Path, step: int, total_steps: int) -> None:

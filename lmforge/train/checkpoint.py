@@ -39,9 +39,9 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from lmforge.errors import UserError
+from lmforge.fileio import save_safetensors
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -333,7 +333,7 @@ def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dic
     meta = dict(metadata)
     if aliases:
         meta["aliases"] = json.dumps(aliases, sort_keys=True)
-    save_file(unique, str(path), metadata=meta)
+    save_safetensors(unique, path, meta)
     _fsync_file(path)
 
 
@@ -393,7 +393,7 @@ def _check_fits(weights: dict[str, torch.Tensor], expected: Mapping[str, torch.T
     ``safetensors.torch.save_model`` or other tools that keep one name per tied tensor).
     """
     _fill_tied(weights, expected)
-    problems = fit_problems(weights, expected, "checkpoint")
+    problems = fit_problems(weights, expected, "checkpoint", check_dtype=True)
     if problems:
         raise UserError(
             "checkpoint does not fit the model: " + "; ".join(problems),
@@ -420,7 +420,8 @@ def fit_problems(tensors: Mapping[str, torch.Tensor], expected: Mapping[str, tor
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected tensors (e.g. {', '.join(unexpected[:3])})")
     if wrong:
-        problems.append(f"{len(wrong)} {'mismatches' if check_dtype else 'shape mismatches'} (e.g. {wrong[0]})")
+        kind = "shape or dtype mismatches" if check_dtype else "shape mismatches"
+        problems.append(f"{len(wrong)} {kind} (e.g. {wrong[0]})")
     return problems
 
 

@@ -348,6 +348,6 @@ def save_config(config: RunConfig, path: Path) -> None:
     """Write the resolved config as YAML, atomically."""
     import yaml
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    from lmforge.fileio import write_atomic
+
+    write_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

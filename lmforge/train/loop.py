@@ -149,9 +149,9 @@ def _prepare_run_dir(config: RunConfig, resume: bool, log: Callable, restart: in
                     run_dir / "config.yaml")
         return lock
     except BaseException:
+        if lock.created is not None and not leftover_entries(run_dir):
+            lock.discard()  # only what this process made, and only if empty
         lock.release()
-        if lock.created and not leftover_entries(run_dir):
-            shutil.rmtree(run_dir, ignore_errors=True)  # only what this process made, and only if empty
         raise
 
 
@@ -235,8 +235,8 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
             return finish(run, *_loop(run))
         except BaseException as exc:
             run_dir = config.run_dir
-            if env.main and not resume and latest_checkpoint(run_dir) is None:
-                shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth keeping: leave nothing behind
+            if lock is not None and not resume and latest_checkpoint(run_dir) is None:
+                lock.discard()  # nothing worth keeping: leave nothing behind
             if env.distributed and _is_collective_failure(exc):
                 last = latest_checkpoint(run_dir)
                 raise UserError(

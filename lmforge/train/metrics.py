@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lmforge.errors import UserError
+from lmforge.fileio import write_atomic
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -127,13 +127,7 @@ def _drop_partial_last_line(path: Path) -> None:
 
 
 def _rewrite(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, allow_nan=False, separators=(", ", ": ")) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(r, allow_nan=False, separators=(", ", ": ")) + "\n" for r in records))
 
 
 # --------------------------------------------------------------------------- progress display

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import UserError
+from lmforge.fileio import write_atomic
 from lmforge.plan.flops import palm_flops_per_token
 from lmforge.plan.laws import get_law
 from lmforge.plan.memory import ZERO3_OFFLOAD, TrainingMemory, least_sharding, training_memory
@@ -249,6 +250,4 @@ def write_report(path: Path, prediction: Prediction, measured: dict) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=float), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2, default=float))

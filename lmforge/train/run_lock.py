@@ -12,6 +12,8 @@ checkpoint is then started afresh, and temp files of a killed final write are re
 from __future__ import annotations
 
 import os
+import shutil
+import time
 from pathlib import Path
 
 from lmforge.errors import UserError
@@ -29,19 +31,19 @@ class RunLock:
 
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
-        self.created = False  # this process made the directory
+        self.created: Path | None = None  # the highest directory this process made (the run's, or --out-dir's)
         self._file = None
 
     def acquire(self) -> RunLock:
-        self.created = not self.run_dir.exists()
+        missing = [p for p in [self.run_dir, *self.run_dir.parents] if not p.exists()]
+        self.created = missing[-1] if missing else None
         self.run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(self.run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
         if fcntl is not None:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                handle.seek(0)
-                owner = handle.read().strip() or "?"
+                owner = _owner(handle)
                 handle.close()
                 raise UserError("the run directory is in use by another lmforge process",
                                 f"{self.run_dir} (pid {owner})",
@@ -57,6 +59,30 @@ class RunLock:
         if self._file is not None:
             self._file.close()  # closing the descriptor drops the flock
             self._file = None
+
+    def discard(self) -> None:
+        """Remove the run directory (a run that failed before its first complete checkpoint:
+        nothing worth keeping) and the parents this process created, if empty."""
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self.created is not None and self.created != self.run_dir:
+            for parent in self.run_dir.parents:
+                try:
+                    parent.rmdir()  # only empty ones
+                except OSError:
+                    break
+                if parent == self.created:
+                    break
+
+
+def _owner(handle, wait_seconds: float = 1.0) -> str:
+    """The owner's pid from the lock file (it writes it right after locking: wait for it)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        handle.seek(0)
+        text = handle.read().strip()
+        if text or time.monotonic() > deadline:
+            return text or "?"
+        time.sleep(0.02)
 
 
 def leftover_entries(run_dir: Path) -> list[Path]:

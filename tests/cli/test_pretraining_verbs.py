@@ -101,6 +101,13 @@ BAD = [
     (lambda p, c: ["eval", p / "nothing"], "run directory not found"),
     (lambda p, c: ["tokenizer", "train", "--data", c, "--vocab-size", "100"], "vocab size too small"),
     (lambda p, c: ["prepare", "--data", c, "--tokenizer", p / "nope.json"], "no tokenizer file"),
+    (lambda p, c: ["tokenizer", "train", "--data", c, "--sample-bytes", "0", "--out", p / "t.json"],
+     "--sample-bytes must be positive"),
+    (lambda p, c: ["tokenizer", "train", "--data", c, "--vocab-size", "400", "--out",
+                   (p / "adir", (p / "adir").mkdir())[0]], "the tokenizer path is a directory"),
+    (lambda p, c: ["prepare", "--data", c, "--tokenizer", p / "nope.json", "--out", ""], "--out is empty"),
+    (lambda p, c: ["plan", "--flops", "1e18", "--emit-config", (p / "bdir", (p / "bdir").mkdir())[0]],
+     "Is a directory (EISDIR)"),
 ]
 
 

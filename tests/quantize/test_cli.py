@@ -101,3 +101,25 @@ def test_bad_input_is_a_one_line_error(case, tiny_runs, tmp_path, capsys):
         (tmp_path / "taken").mkdir()
         _one_line_error(*run(capsys, "quantize", gpt2, "--to", "int8", "--out", tmp_path / "taken"), "exists",
                         "--force")
+
+
+# issue 12: options that do not apply and bad numbers on the verbs that read a run
+NOT_APPLYING = [
+    (["quantize", "{run}", "--to", "int8", "--group-size", "32"], "--group-size applies to int4 only"),
+    (["quantize", "{run}", "--to", "bf16", "--scale", "mse"], "--scale applies to int8 and int4 only"),
+    (["quantize", "{run}", "--to", "fp16", "--no-keep-embeddings"], "--no-keep-embeddings applies to int8"),
+    (["quantize", "{run}", "--to", "int8", "--max-tokens", "-5"], "--max-tokens must be positive"),
+    (["generate", "{run}", "--prompt", "a", "--prompt", "b", "--stream"], "--stream shows one output"),
+    (["generate", "{run}", "--prompt", "a", "--length-penalty", "nan"], "--length-penalty ranks beams"),
+    (["eval", "{run}", "--max-tokens", "-1"], "--max-tokens must be positive"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", NOT_APPLYING, ids=[needle for _, needle in NOT_APPLYING])
+def test_options_that_do_not_apply_are_refused(argv, needle, tiny_runs, tmp_path, capsys):
+    gpt2 = tiny_runs("tiny-gpt2")
+    capsys.readouterr()
+    before = sorted(p.name for p in gpt2.parent.iterdir())
+    code, out, err = run(capsys, *[str(gpt2) if a == "{run}" else a for a in argv])
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
+    assert sorted(p.name for p in gpt2.parent.iterdir()) == before  # nothing written
