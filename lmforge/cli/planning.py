@@ -139,13 +139,14 @@ def plan(
     budget = resolve_budget(flops=flops, gpus=gpus, days=days, mfu=mfu, dollars=dollars, price_per_hour=price,
                             params=params, tokens=tokens)
     result = make_plan(budget, laws)
-    print_json(result.to_dict()) if json else tables.plan(result)
-    if emit_config is not None:
+    path = None
+    if emit_config is not None:  # written first: a refused path prints nothing but the error
         from lmforge.train.from_plan import emit_training_config
 
         path = emit_training_config(result, emit_law, emit_config)
-        if not json:
-            tables.print_lines(f"wrote {path}: train it with lmforge train --config {path}")
+    print_json(result.to_dict()) if json else tables.plan(result)
+    if path is not None and not json:
+        tables.print_lines(f"wrote {path}: train it with lmforge train --config {path}")
 
 
 def cost(

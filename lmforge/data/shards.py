@@ -39,6 +39,7 @@ from lmforge.data.manifest import (
     write_manifest,
 )
 from lmforge.data.store import TokenStore, TokenView, open_shards, shard_problems
+from lmforge.dirlock import LOCK_FILE, DirectoryLock
 from lmforge.errors import UserError, check_whole
 
 __all__ = ["prepare", "open_shards", "TokenStore", "TokenView", "token_dtype", "split_of", "DEFAULT_SHARD_TOKENS"]
@@ -340,6 +341,23 @@ def prepare(
             lmforge_version=__version__,
         )
 
+    lock = DirectoryLock(out_dir, "shard directory").acquire()  # one writer (or reader) at a time
+    try:
+        return _prepare_locked(sources, tokenizer, out_dir, lock, manifest_for, input_fingerprint, read_documents,
+                               dtype, val_fraction=val_fraction, seed=seed, force=force, shard_tokens=shard_tokens,
+                               batch_size=batch_size, say=say)
+    except BaseException:
+        if lock.created is not None and not [p for p in out_dir.iterdir() if p.name != LOCK_FILE]:
+            lock.discard()  # only a directory this process made, and only while it is empty
+        raise
+    finally:
+        lock.release()
+
+
+def _prepare_locked(sources, tokenizer, out_dir: Path, lock: DirectoryLock, manifest_for, input_fingerprint,
+                    read_documents, dtype, *, val_fraction: float, seed: int, force: bool, shard_tokens: int,
+                    batch_size: int, say) -> Manifest:
+    """`prepare` with the shard directory locked (``lock``: it may have created it)."""
     fingerprints = [input_fingerprint(spec) for spec in sources]
     empty = SplitEntry()
     wanted = manifest_for(
@@ -371,8 +389,6 @@ def prepare(
                     return old
                 say(f"shards damaged ({problems[0]}); rebuilding")
 
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp_dirs(out_dir)
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
     writers: list[_SplitWriter] = []
@@ -420,8 +436,6 @@ def prepare(
         for w in writers:
             w.abort()
         shutil.rmtree(tmp, ignore_errors=True)
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()
         raise
     shutil.rmtree(tmp, ignore_errors=True)
     say(f"wrote {len(new_files)} shard files and {out_dir / MANIFEST_NAME}")

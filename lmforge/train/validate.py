@@ -112,6 +112,7 @@ def validate_config(config: RunConfig, names: dict[str, str] | None = None) -> R
         parse_count(max_tokens, flag("train.max_tokens"), upper=1e16)
     if config.parallel.device_memory is not None:
         parse_bytes(config.parallel.device_memory, flag("parallel.device_memory"))
+    _check_sources(config, flag)
     _check_name(config.name, flag("name"))
     if not str(config.out_dir).strip():
         raise UserError(f"{flag('out_dir')} is empty", config.out_dir, "pass a directory, e.g. --out-dir runs")
@@ -120,6 +121,24 @@ def validate_config(config: RunConfig, names: dict[str, str] | None = None) -> R
             raise UserError(f"{flag('out_dir')} names a file, not a directory", str(parent),
                             "pass a directory for the runs (--out-dir runs)")
     return config
+
+
+def _check_sources(config: RunConfig, flag: Callable[[str], str]) -> None:
+    """Each source parses, their weights do not sum to zero, and a ``model.vocab_size`` agrees
+    with the tokenizer the run will train (``data.vocab_size``)."""
+    from lmforge.data.sources import parse_source
+
+    specs = [parse_source(text) for text in config.data.sources]
+    if not specs:
+        raise UserError(f"{flag('data.sources')} names no source", config.data.sources, "pass --data PATH")
+    if sum(spec.weight for spec in specs) <= 0:
+        raise UserError("the mixture weights sum to zero", {s.name: s.weight for s in specs},
+                        "give at least one source a weight > 0")
+    vocab = config.model.vocab_size
+    if vocab is not None and config.data.tokenizer is None and vocab != config.data.vocab_size:
+        raise UserError("tokenizer and model vocabulary sizes differ",
+                        f"{flag('model.vocab_size')}={vocab}, {flag('data.vocab_size')}={config.data.vocab_size}",
+                        "drop model.vocab_size (it follows the tokenizer) or set the same data.vocab_size")
 
 
 def _check_name(name: str, flag: str) -> None:

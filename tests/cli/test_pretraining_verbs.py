@@ -119,9 +119,10 @@ def test_bad_input_one_line_exit_2_nothing_left(tmp_path, corpus, capsys, make_a
         argv = [argv[0], "--name", "bad", "--out-dir", tmp_path, *TINY, *argv[1:]]  # the case's values win
     made = {p for p in tmp_path.iterdir() if p not in before}  # the inputs a case writes (a file for --out-dir)
     before |= made
-    code, _, err = run(capsys, *argv)
+    code, out, err = run(capsys, *argv)
     assert code == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
+    assert out == "", out  # the error is the only line: no preamble before it
     assert not (tmp_path / "bad").exists()
     assert {p for p in tmp_path.iterdir() if p not in before and p.suffix not in (".txt", ".bin")} == set()
 

@@ -100,7 +100,7 @@ def test_prepare_writes_every_document_once_with_eos(tmp_path):
     shard = data["sources"][0]["train"]["shards"][0]
     assert shard["file"] == "alpha.train.000.bin"
     assert shard["sha256"] == hashlib.sha256((out / shard["file"]).read_bytes()).hexdigest()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".lock"]  # no temp files left
     report = m.to_dict()["sources"][0]
     assert (report["train_tokens"], report["val_tokens"]) == (entry.train_tokens, entry.val_tokens)
     assert report["train_documents"] + report["val_documents"] == 300 and m.to_dict()["reused"] is False
@@ -151,12 +151,15 @@ def test_rerun_with_unchanged_inputs_does_nothing(tmp_path):
     tok = CharTokenizer()
     out = tmp_path / "out"
     first = prepare([spec], tok, out)
-    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    def stamps() -> dict[str, int]:  # every file but the lock, which records each owner's pid
+        return {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != ".lock"}
+
+    before = stamps()
     calls, messages = tok.calls, []
     again = prepare([spec], tok, out, log=messages.append)
     assert again.reused and not first.reused and again == first
     assert tok.calls == calls  # not tokenized again
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    assert stamps() == before
     assert "nothing to do" in messages[0]
 
 
@@ -315,7 +318,7 @@ def test_killed_prepare_leaves_no_manifest_and_is_cleaned_up(tmp_path):
     with pytest.raises(UserError, match="no manifest"):
         open_shards(out)
     prepare([spec], CharTokenizer(), out)
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".lock"]  # the lock file stays
     open_shards(out, verify=True)
 
 
@@ -456,6 +459,6 @@ def test_failure_while_moving_shards_never_leaves_a_wrong_manifest(tmp_path, mon
     else:
         with pytest.raises(UserError, match="no manifest"):
             open_shards(out)
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".lock"]  # the lock file stays
     prepare([spec], CharTokenizer(), out, shard_tokens=500, force=True)
     open_shards(out, verify=True)
