@@ -462,3 +462,21 @@ def test_failure_while_moving_shards_never_leaves_a_wrong_manifest(tmp_path, mon
     assert not [p for p in out.iterdir() if p.name.startswith(".") and p.name != ".lock"]  # the lock file stays
     prepare([spec], CharTokenizer(), out, shard_tokens=500, force=True)
     open_shards(out, verify=True)
+
+
+def test_a_shard_directory_in_use_is_refused_with_the_owners_pid(tmp_path):
+    """Two prepares into one --out: the second is refused while the first holds it (a lock
+    held through another open file is a different owner, as another process would be)."""
+    import os
+
+    from lmforge.dirlock import DirectoryLock
+
+    spec = _corpus(tmp_path / "s.txt", 20)
+    out = tmp_path / "out"
+    holder = DirectoryLock(out, "shard directory").acquire()
+    try:
+        with pytest.raises(UserError, match=rf"shard directory is in use by another lmforge.*pid {os.getpid()}"):
+            prepare([spec], CharTokenizer(), out)
+    finally:
+        holder.release()
+    assert prepare([spec], CharTokenizer(), out).sources[0].documents == 20
