@@ -224,3 +224,18 @@ def test_weights_of_the_wrong_dtype_are_refused(tmp_path):
     with pytest.raises(UserError, match="dtype mismatches.*torch.int32 in the checkpoint but .* torch.float32"):
         load_run(done.run_dir)
     assert json.loads((done.run_dir / "report.json").read_text())["measured"]["steps"] == 1
+
+
+def test_disk_full_while_writing_shards_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    from lmforge.data import shards
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(f"document number {i} with a few words" for i in range(200)))
+    code, _, err = cli(capsys, "tokenizer", "train", "--data", corpus, "--vocab-size", "400", "--out",
+                       tmp_path / "tok.json")
+    assert code == 0, err
+    monkeypatch.setattr(shards._SplitWriter, "write", lambda self, tokens: _enospc(self, tokens))
+    code, _, err = cli(capsys, "prepare", "--data", corpus, "--tokenizer", tmp_path / "tok.json", "--out",
+                       tmp_path / "shards")
+    assert code == 2 and err.startswith("error: No space left on device (ENOSPC)") and err.count("\n") == 1, err
+    assert not (tmp_path / "shards").exists()  # the directory this command made is gone again
