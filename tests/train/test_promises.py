@@ -239,3 +239,22 @@ def test_disk_full_while_writing_shards_is_one_line_and_leaves_nothing(tmp_path,
                        tmp_path / "shards")
     assert code == 2 and err.startswith("error: No space left on device (ENOSPC)") and err.count("\n") == 1, err
     assert not (tmp_path / "shards").exists()  # the directory this command made is gone again
+
+
+def test_an_unreadable_prompt_file_is_one_line(tmp_path, capsys, monkeypatch):
+    """PermissionError (the tests run as root, who reads everything: the read is made to fail)."""
+    import pathlib
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("hello\n")
+    real = pathlib.Path.read_text
+
+    def denied(self, *args, **kwargs):
+        if self.name == "prompts.txt":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "read_text", denied)
+    code, _, err = cli(capsys, "generate", tmp_path / "no-run", "--prompt-file", prompts)
+    assert code == 2 and err.startswith("error: Permission denied (EACCES)") and str(prompts) in err, err
+    assert err.count("\n") == 1
