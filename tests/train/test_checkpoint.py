@@ -346,13 +346,13 @@ WRITER = textwrap.dedent(
         time.sleep(60)
 
     if mode == "mid-file":  # killed with optimizer.safetensors half written
-        real = ck.save_file
+        real = ck.save_safetensors
         def partial(tensors, filename, metadata=None):
             real(tensors, filename, metadata)
-            if filename.endswith("optimizer.safetensors"):
+            if str(filename).endswith("optimizer.safetensors"):
                 os.truncate(filename, os.path.getsize(filename) // 2)
                 hang()
-        ck.save_file = partial
+        ck.save_safetensors = partial
     elif mode == "before-latest":  # killed after the rename, with latest.tmp half written
         real_text = ck._write_text
         def partial_text(path, text):
