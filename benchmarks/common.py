@@ -5,7 +5,6 @@ precision, and the machine line (which names the probe's outcome)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -15,7 +14,7 @@ import torch
 from lmforge.train.machine import cpu_capability, cpu_model
 from lmforge.train.optim import build_optimizer
 from lmforge.train.peak import measured_peak, precision_dtype
-from lmforge.train.precision import autocast_dtype, choose_precision, cpu_bf16
+from lmforge.train.precision import autocast, choose_precision, cpu_bf16
 
 
 def pick_precision(requested: str = "auto") -> str:
@@ -59,12 +58,8 @@ class Side:
         self.loss_of = loss_of
         self.precision = precision
 
-    def autocast(self):
-        dtype = autocast_dtype(self.precision)
-        return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
     def step(self, batch) -> float:
-        with self.autocast():
+        with autocast("cpu", self.precision):
             loss = self.loss_of(self.forward, batch)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)

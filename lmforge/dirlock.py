@@ -1,7 +1,7 @@
 """A directory with one owner: an OS file lock on ``DIR/.lock``, held for the life of the
 process that writes the directory (``fcntl.flock``: the kernel drops it when the process
 dies, however it dies, so a lock is never left stale). Used for run directories
-(``lmforge.train.run_lock``) and shard directories (``lmforge.data.shards``).
+(``lmforge.train.loop``) and shard directories (``lmforge.data.shards``).
 
 A second process on the same directory is refused with the owner's pid. Holding the
 lock also proves that whatever the directory holds was left by a process that is gone.
@@ -22,6 +22,12 @@ try:
     import fcntl
 except ImportError:  # not on Windows: the lock is a no-op there
     fcntl = None
+
+
+def entries_besides_lock(directory: Path) -> list[Path]:
+    """What ``directory`` holds besides its lock file (nothing if it does not exist)."""
+    directory = Path(directory)
+    return [p for p in directory.iterdir() if p.name != LOCK_FILE] if directory.is_dir() else []
 
 
 class DirectoryLock:
@@ -59,6 +65,11 @@ class DirectoryLock:
         if self._file is not None:
             self._file.close()  # closing the descriptor drops the flock
             self._file = None
+
+    def discard_if_unused(self) -> None:
+        """`discard`, if this process made the directory and it holds nothing but the lock."""
+        if self.created is not None and not entries_besides_lock(self.run_dir):
+            self.discard()
 
     def discard(self) -> None:
         """Remove the directory (a run that failed before its first complete checkpoint:

@@ -18,8 +18,19 @@ from pathlib import Path
 
 
 def temp_path(path: Path) -> Path:
-    """``.NAME.tmp-PID`` beside ``path`` (``lmforge.train.run_lock`` removes stale ones)."""
+    """``.NAME.tmp-PID`` beside ``path`` (`remove_stale_temp_files` removes stale ones)."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def remove_stale_temp_files(directory: Path) -> list[Path]:
+    """Delete the ``.NAME.tmp-PID`` files in ``directory`` (writes killed half-way); the
+    caller holds the directory's lock (`lmforge.dirlock`), so no live process writes them."""
+    removed = []
+    for path in Path(directory).glob(".*.tmp-*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def write_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -39,7 +39,7 @@ from lmforge.data.manifest import (
     write_manifest,
 )
 from lmforge.data.store import TokenStore, TokenView, open_shards, shard_problems
-from lmforge.dirlock import LOCK_FILE, DirectoryLock
+from lmforge.dirlock import DirectoryLock
 from lmforge.errors import UserError, check_whole
 
 __all__ = ["prepare", "open_shards", "TokenStore", "TokenView", "token_dtype", "split_of", "DEFAULT_SHARD_TOKENS"]
@@ -324,6 +324,21 @@ def prepare(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError("the shard output path is a file, not a directory", str(out_dir), "choose another --out")
+    lock = DirectoryLock(out_dir, "shard directory").acquire()  # one writer (or reader) at a time
+    try:
+        return _prepare_locked(sources, tokenizer, out_dir, val_fraction=val_fraction, seed=seed, force=force,
+                               shard_tokens=shard_tokens, batch_size=batch_size, say=say)
+    except BaseException:
+        lock.discard_if_unused()  # only a directory this process made, and only while it is empty
+        raise
+    finally:
+        lock.release()
+
+
+def _prepare_locked(sources: Sequence[_SpecLike], tokenizer: _TokenizerLike, out_dir: Path, *, val_fraction: float,
+                    seed: int, force: bool, shard_tokens: int, batch_size: int,
+                    say: Callable[[str], None]) -> Manifest:
+    """`prepare` once the shard directory is locked (it exists)."""
     read_documents, input_fingerprint = _source_api()
     dtype = token_dtype(int(tokenizer.vocab_size))
     from lmforge import __version__
@@ -341,23 +356,6 @@ def prepare(
             lmforge_version=__version__,
         )
 
-    lock = DirectoryLock(out_dir, "shard directory").acquire()  # one writer (or reader) at a time
-    try:
-        return _prepare_locked(sources, tokenizer, out_dir, lock, manifest_for, input_fingerprint, read_documents,
-                               dtype, val_fraction=val_fraction, seed=seed, force=force, shard_tokens=shard_tokens,
-                               batch_size=batch_size, say=say)
-    except BaseException:
-        if lock.created is not None and not [p for p in out_dir.iterdir() if p.name != LOCK_FILE]:
-            lock.discard()  # only a directory this process made, and only while it is empty
-        raise
-    finally:
-        lock.release()
-
-
-def _prepare_locked(sources, tokenizer, out_dir: Path, lock: DirectoryLock, manifest_for, input_fingerprint,
-                    read_documents, dtype, *, val_fraction: float, seed: int, force: bool, shard_tokens: int,
-                    batch_size: int, say) -> Manifest:
-    """`prepare` with the shard directory locked (``lock``: it may have created it)."""
     fingerprints = [input_fingerprint(spec) for spec in sources]
     empty = SplitEntry()
     wanted = manifest_for(

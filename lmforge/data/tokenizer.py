@@ -25,6 +25,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from lmforge.data.pieces import MAX_PIECE_CHARS, split_long
 from lmforge.errors import UserError, check_whole
+from lmforge.fileio import write_atomic
 
 EOS = "<|endoftext|>"
 BOS = "<|bos|>"
@@ -251,16 +252,7 @@ class Tokenizer:
         if path.is_dir():
             raise UserError("the tokenizer path is a directory", str(path), "name a file, e.g. tokenizer.json")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(self._inner.to_str(pretty=True))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return write_atomic(path, self._inner.to_str(pretty=True))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:

@@ -8,7 +8,6 @@ speed from a few timed steps of a copy of it (`lmforge.train.calibrate`).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,6 @@ from lmforge.distributed.env import DistEnv, broadcast, sum_over_ranks
 from lmforge.distributed.strategies import Parallel, apply_strategy
 from lmforge.errors import UserError
 from lmforge.models.build import build_model
-from lmforge.plan.memory import training_memory
 from lmforge.plan.specs import ModelSpec
 from lmforge.train.calibrate import calibrate
 from lmforge.train.config import RunConfig
@@ -29,8 +27,8 @@ from lmforge.train.objective import Objective, micro_batch_rng, resolve_objectiv
 from lmforge.train.optim import build_optimizer
 from lmforge.train.parallel_io import load_weights_from, resume_state
 from lmforge.train.peak import Peak, peak_flops
-from lmforge.train.precision import PrecisionChoice, autocast_dtype
-from lmforge.train.preflight import Prediction, Speed, check_memory, device_capacity, predict
+from lmforge.train.precision import PrecisionChoice, autocast
+from lmforge.train.preflight import Prediction, Speed, check_memory, device_capacity, predict, run_memory
 
 
 @dataclass
@@ -81,14 +79,11 @@ class Run:
 
     def autocast(self):
         """The precision context of a forward pass."""
-        dtype = autocast_dtype(self.precision.precision)
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.env.device.type, dtype=dtype)
+        return autocast(self.env.device.type, self.precision.precision)
 
 
-def _silent(*args, **kwargs) -> None:
-    pass
+def silent(*args, **kwargs) -> None:
+    """A log that prints nothing (ranks other than 0, checks whose figures print later)."""
 
 
 def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: PrecisionChoice, sequences: int,
@@ -102,7 +97,7 @@ def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: Precisi
     _early_memory_check(config, env, strategy, options)
     data = on_main(lambda: setup_data(config.data, run_dir, seed=t.seed, log=log))
     if not env.main:
-        data = setup_data(config.data, run_dir, seed=t.seed, log=_silent)
+        data = setup_data(config.data, run_dir, seed=t.seed, log=silent)
     spec = model_spec(config.model, data.tokenizer.vocab_size, config.data.seq_len)
     objective = Objective(resolve_objective(config.objective, spec, data.tokenizer), config.objective,
                           data.tokenizer, config.data.seq_len)
@@ -163,7 +158,7 @@ def _early_memory_check(config: RunConfig, env: DistEnv, strategy: str, options:
 
         vocab = Tokenizer.load(tokenizer).vocab_size
     spec = model_spec(config.model, vocab or config.data.vocab_size, config.data.seq_len)
-    check_memory(config, spec, env.device, strategy, env.world, env.local_world, force=False, log=_silent)
+    check_memory(config, spec, env.device, strategy, env.world, env.local_world, force=False, log=silent)
 
 
 def _check_resumable(run_dir: Path, step: int, total_steps: int) -> None:
@@ -191,10 +186,7 @@ def _speed(config: RunConfig, spec: ModelSpec, objective: Objective, data: RunDa
     t = config.train
     if t.expected_mfu is not None:
         return Speed.from_mfu(t.expected_mfu, peak, spec, config.data.seq_len)
-    single = training_memory(spec, micro_batch=t.micro_batch, seq_len=config.data.seq_len,
-                             precision=precision, optimizer="adamw", recompute="full" if t.activation_checkpointing
-                             else "selective", strategy="single", n_gpus=1,
-                             margin_fixed_bytes=2**30 if env.device.type == "cuda" else 0, recipe="autocast")
+    single = run_memory(config, spec, env.device, "single", 1)  # the calibration's copy, on one device
     capacity, _ = device_capacity(config, env.device, env.local_world)
     if not single.fits(capacity):  # a model only sharding holds cannot be timed whole on one device
         return Speed.from_mfu(0.4, peak, spec, config.data.seq_len,

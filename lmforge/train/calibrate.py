@@ -19,7 +19,6 @@ itself see the same numbers.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import statistics
 import time
@@ -31,7 +30,7 @@ import torch
 from lmforge.models.build import build_model
 from lmforge.plan.specs import ModelSpec
 from lmforge.train.optim import build_optimizer
-from lmforge.train.precision import autocast_dtype
+from lmforge.train.precision import autocast
 
 _MEMO: dict[str, Calibration] = {}
 WARMUP = 2
@@ -96,10 +95,9 @@ def calibrate(
     if model_hook is None and key in _MEMO:
         return _MEMO[key]
     loss = loss or _causal_loss
-    dtype = autocast_dtype(precision)
 
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    def context():
+        return autocast(device.type, precision)
 
     forwards, optimizer_times, eval_times = [], [], []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -118,7 +116,7 @@ def calibrate(
                 break
             _sync(device)
             start = time.perf_counter()
-            loss(model, windows, autocast).backward()
+            loss(model, windows, context).backward()
             _sync(device)
             middle = time.perf_counter()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -133,7 +131,7 @@ def calibrate(
             for index in range(len(forwards) + WARMUP):
                 _sync(device)
                 start = time.perf_counter()
-                loss(model, windows, autocast)
+                loss(model, windows, context)
                 _sync(device)
                 if index >= WARMUP:
                     eval_times.append(time.perf_counter() - start)

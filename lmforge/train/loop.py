@@ -35,10 +35,12 @@ from pathlib import Path
 
 import torch
 
+from lmforge.dirlock import DirectoryLock, entries_besides_lock
 from lmforge.distributed.env import DistEnv, any_rank, barrier, broadcast, gather, setup, sum_over_ranks, teardown
 from lmforge.distributed.strategies import resolve_strategy
 from lmforge.errors import UserError
-from lmforge.train.build import Options, Run, build_run
+from lmforge.fileio import remove_stale_temp_files
+from lmforge.train.build import Options, Run, build_run, silent
 from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.config import RunConfig, save_config
 from lmforge.train.data_setup import RunData
@@ -48,7 +50,6 @@ from lmforge.train.parallel_io import save_final_weights, save_state
 from lmforge.train.plots import plot_loss
 from lmforge.train.precision import autocast_dtype, choose_precision
 from lmforge.train.preflight import write_report
-from lmforge.train.run_lock import RunLock, leftover_entries, remove_stale_temp_files
 from lmforge.train.signals import StopRequests
 from lmforge.train.step import StepOutcome, train_step
 from lmforge.train.validate import validate_config
@@ -117,13 +118,13 @@ def _accumulation(config: RunConfig, world: int = 1) -> tuple[int, int]:
     return sequences, sequences // (world * t.micro_batch)
 
 
-def _prepare_run_dir(config: RunConfig, resume: bool, log: Callable, restart: int = 0) -> RunLock:
-    """Lock RUN_DIR for this process (`lmforge.train.run_lock`), then check it fits the
+def _prepare_run_dir(config: RunConfig, resume: bool, log: Callable, restart: int = 0) -> DirectoryLock:
+    """Lock RUN_DIR for this process (`lmforge.dirlock`), then check it fits the
     command: ``resume`` needs a complete checkpoint; a new run needs an empty directory,
     or one a killed first attempt left (an lmforge run with no complete checkpoint: it is
     started afresh, saying so). Writes ``config.yaml`` for a new run."""
     run_dir = config.run_dir
-    lock = RunLock(run_dir).acquire()
+    lock = DirectoryLock(run_dir).acquire()
     try:
         removed = remove_stale_temp_files(run_dir)
         if removed:
@@ -132,7 +133,7 @@ def _prepare_run_dir(config: RunConfig, resume: bool, log: Callable, restart: in
             if latest_checkpoint(run_dir) is None:
                 raise UserError("nothing to resume", str(run_dir), "train without --resume to start this run")
             return lock
-        left = leftover_entries(run_dir)
+        left = entries_besides_lock(run_dir)
         if left and latest_checkpoint(run_dir) is not None and restart == 0:
             raise UserError("the run directory already exists", str(run_dir),
                             "resume it with --resume, or pick another --name")
@@ -149,8 +150,7 @@ def _prepare_run_dir(config: RunConfig, resume: bool, log: Callable, restart: in
                     run_dir / "config.yaml")
         return lock
     except BaseException:
-        if lock.created is not None and not leftover_entries(run_dir):
-            lock.discard()  # only what this process made, and only if empty
+        lock.discard_if_unused()  # only what this process made, and only if empty
         lock.release()
         raise
 
@@ -215,7 +215,7 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
     try:
         strategy = resolve_strategy(config.parallel.strategy, env)
         if not env.main:
-            quiet, log = True, _silent
+            quiet, log = True, silent
         precision = _on_main(env, lambda: choose_precision(t.precision, env.device))
         precision = broadcast(env, precision)
         if precision.precision == "fp16" and strategy != "single":
@@ -249,10 +249,6 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
                 lock.release()
     finally:
         teardown(env)
-
-
-def _silent(*args, **kwargs) -> None:
-    pass
 
 
 def _first_line(exc: BaseException) -> str:

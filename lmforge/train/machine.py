@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from lmforge.fileio import write_atomic
+
 CACHE_FORMAT = 1
 KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")  # they cap the kernels PyTorch runs
 
@@ -84,9 +86,7 @@ def _write(data: dict) -> None:
     path = cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-        tmp.replace(path)
+        write_atomic(path, json.dumps(data, indent=1, sort_keys=True))
     except OSError:
         pass  # a read-only or full disk: the probe runs again next time
 

@@ -17,8 +17,8 @@ evaluation, sampling and quantized inference (`inference_dtype`).
 
 from __future__ import annotations
 
+import contextlib
 import os
-import time
 from dataclasses import asdict, dataclass
 from functools import cache
 
@@ -26,6 +26,7 @@ import torch
 
 from lmforge.errors import UserError
 from lmforge.train.machine import cpu_flags, remembered
+from lmforge.train.peak import matmul_rate
 
 ENV_VAR = "LMFORGE_CPU_BF16"
 FAST_RATIO = 1.2  # bf16 must beat fp32 by this much to be worth its rounding
@@ -66,17 +67,9 @@ def _gflops(flops: float) -> str:
 
 
 def _probe_rate(dtype: torch.dtype) -> float:
-    """FLOP/s of a ``PROBE_SIZE``^3 product: best of three after a warm-up (> 0)."""
-    with torch.random.fork_rng(devices=[]):  # the run's RNG is untouched
-        a = torch.randn(PROBE_SIZE, PROBE_SIZE, dtype=dtype)
-        b = torch.randn(PROBE_SIZE, PROBE_SIZE, dtype=dtype)
-    torch.matmul(a, b)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - start)
-    return 2 * PROBE_SIZE**3 / max(best, 1e-9)
+    """FLOP/s of ``PROBE_SIZE``^3 products (`lmforge.train.peak.matmul_rate` at that one
+    size, its minimum rounds only: a fraction of a second even where bf16 is slow; > 0)."""
+    return matmul_rate("cpu", dtype, budget_seconds=0.0, sizes=(PROBE_SIZE,))
 
 
 def forced() -> bool | None:
@@ -171,3 +164,9 @@ def inference_dtype(device: torch.device | str = "cpu", stored: torch.dtype = to
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of a run in ``precision`` (None for fp32: no autocast)."""
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device_type: str, precision: str) -> contextlib.AbstractContextManager:
+    """The precision context of a forward pass in ``precision`` (none for fp32)."""
+    dtype = autocast_dtype(precision)
+    return torch.autocast(device_type, dtype=dtype) if dtype is not None else contextlib.nullcontext()

@@ -72,7 +72,7 @@ def test_one_owner_per_run_directory_twenty_races(tmp_path):
     script = (
         "import sys, time\n"
         "from lmforge.errors import UserError\n"
-        "from lmforge.train.run_lock import RunLock\n"
+        "from lmforge.dirlock import DirectoryLock as RunLock\n"
         "start = float(sys.argv[2])\n"
         "while time.time() < start: pass\n"
         "try:\n"
