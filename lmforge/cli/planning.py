@@ -90,6 +90,7 @@ def plan(
     params: str | None = None,
     tokens: str | None = None,
     laws: list[str] | None = None,
+    law: str | None = None,
     compare: bool = False,
     emit_config: str | None = None,
     emit_law: str = "20x",
@@ -102,7 +103,9 @@ def plan(
     law (Kaplan, Chinchilla rounded and unrounded, Epoch AI's refit, 20 tokens per
     parameter, Chinchilla Approach 1): N_opt, D_opt, tokens per parameter, predicted
     loss, training time and cost on the GPUs, memory per GPU and the least sharding
-    that fits. --compare prints how known models sit against the laws instead.
+    that fits. --law adds your own law (law.json from lmforge scaling fit) as one more
+    row, its loss on your data and tokenizer. --compare prints how known models sit
+    against the laws instead.
 
     Args:
         flops: training compute in FLOPs, e.g. 5.76e23
@@ -114,6 +117,7 @@ def plan(
         params: fix the model size, e.g. 7B
         tokens: fix the training tokens, e.g. 2T
         laws: only these laws (kaplan, chinchilla, chinchilla-unrounded, epoch, 20x, approach1)
+        law: your law.json (lmforge scaling fit): one more row, named fitted
         compare: print known models (Chinchilla, LLaMA-65B, GPT-3, OPT, BLOOM, BloombergGPT) against the laws
         emit_config: write a training config (YAML) for lmforge train with the shape and tokens of --emit-law
         emit_law: the law whose N and D go into --emit-config
@@ -125,12 +129,18 @@ def plan(
         lmforge plan --dollars 1e6 --gpus H100 --price 2.5
         lmforge plan --params 7B --tokens 2T --gpus 64xH100
         lmforge plan --compare
+        lmforge plan --flops 1e18 --law runs/sweep/law.json
         lmforge plan --flops 1e18 --emit-config run.yaml && lmforge train --config run.yaml
     """
+    extra = ()
+    if law is not None:
+        from lmforge.plan.fitted import read_law
+
+        extra = (read_law(law),)
     if compare:
         from lmforge.plan.known_runs import compare_known
 
-        rows = compare_known(laws)
+        rows = compare_known(laws, extra_laws=extra)
         print_json([r.to_dict() for r in rows]) if json else tables.known_runs(rows)
         return
     from lmforge.plan.allocate import resolve_budget
@@ -138,7 +148,7 @@ def plan(
 
     budget = resolve_budget(flops=flops, gpus=gpus, days=days, mfu=mfu, dollars=dollars, price_per_hour=price,
                             params=params, tokens=tokens)
-    result = make_plan(budget, laws)
+    result = make_plan(budget, laws, extra_laws=extra)
     path = None
     if emit_config is not None:  # written first: a refused path prints nothing but the error
         from lmforge.train.from_plan import emit_training_config

@@ -122,7 +122,8 @@ def plan(result) -> None:
     rows = []
     for row in result.rows:
         a = row.allocation
-        loss = "" if a.predicted_loss is None else f"{a.predicted_loss:.3f}" + ("*" if a.loss_law == "kaplan" else "")
+        mark = {"kaplan": "*", "fitted": "†"}.get(a.loss_law or "", "")
+        loss = "" if a.predicted_loss is None else f"{a.predicted_loss:.3f}" + mark
         if row.shape is None:
             memory = "no shape: " + row.shape_note.split(";")[0]
         elif row.strategy is not None:
@@ -149,8 +150,9 @@ def plan(result) -> None:
         columns + ["layers x d_model", "per GPU, least sharding"],
         rows,
         caption="loss: Chinchilla-family laws on MassiveText (20x and approach1 borrow chinchilla's L(N,D)); "
-        "* Kaplan on WebText2: not comparable.\nchinchilla uses the rounded constants of Eq. 10, which favour "
-        "smaller models than the paper's own Table 3 (Besiroglu et al. 2024).\n"
+        "* Kaplan on WebText2: not comparable.\n" + _fitted_note(result.rows)
+        + "chinchilla uses the rounded constants of Eq. 10, which favour smaller models than the paper's own "
+        "Table 3 (Besiroglu et al. 2024).\n"
         + ("optimal N, D: each law's compute-optimal split of the same compute.\n" if show_optimal
            else "")
         + "per GPU: Llama-style shape, 1 x 2,048-token micro-batch, bf16 mixed precision, AdamW, selective recompute.\n"
@@ -158,24 +160,37 @@ def plan(result) -> None:
     )
 
 
+def _fitted_note(rows) -> str:
+    """The caption line for a fitted law's row (``plan --law``), or ''."""
+    fitted = [r.allocation for r in rows if r.allocation.law == "fitted"]
+    if not fitted:
+        return ""
+    a = fitted[0]
+    extra = "; N counts non-embedding parameters" if any("non-embedding" in n for n in a.notes) else ""
+    return f"† fitted: {a.source}; loss on {a.loss_dataset}{extra}.\n"
+
+
 def known_runs(rows) -> None:
     laws = [v.law for v in rows[0].verdicts]
     main_law = rows[0].main.law if rows[0].main else laws[0]
-    shown = [law for law in ("chinchilla", "epoch") if law in laws]
+    shown = [law for law in ("chinchilla", "epoch", "fitted") if law in laws]
     table_rows = []
     for r in rows:
         main = r.main or r.verdicts[0]
         table_rows.append([
-            r.run, format_count(r.n_params), format_count(r.n_tokens), f"{r.tokens_per_param:.1f}",
-            format_flops(r.flops), format_count(main.optimal_n_params), format_count(main.optimal_n_tokens),
+            r.run, format_count(r.n_params), format_count(r.n_tokens), format_count(r.twenty_x_tokens),
+            f"{r.tokens_per_param:.1f}", format_flops(r.flops), format_count(main.optimal_n_params),
+            format_count(main.optimal_n_tokens),
             f"{main.undertrained:.2f}x", *[f"{r.verdict(law).predicted_loss:.3f}" for law in shown],
         ])
     print_table(
         f"Known models against compute-optimal training ({main_law})",
-        ["model", "params", "tokens", "tokens/param", "compute 6ND", "N_opt", "D_opt", "under-trained",
-         *[f"loss {law}" for law in shown]],
+        ["model", "params", "tokens", "compute-optimal tokens (~20x parameters)", "tokens/param", "compute 6ND",
+         "N_opt", "D_opt", "under-trained", *[f"loss {law}" for law in shown]],
         table_rows,
-        caption="under-trained: compute-optimal tokens / actual tokens at the same compute (> 1: too few tokens).\n"
+        caption="compute-optimal tokens (~20x parameters): 20 N for the model's own size (Hoffmann et al. 2022).\n"
+        "N_opt, D_opt, under-trained: the same compute 6ND split anew; under-trained = D_opt / actual tokens "
+        "(> 1: too few tokens).\n"
         "losses: nats/token on MassiveText predicted for the actual N and D (--json for every law).",
     )
     print_table(

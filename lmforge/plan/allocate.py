@@ -13,12 +13,13 @@ PaLM (Chowdhery et al. 2022, App. B). Prices are examples (``hardware.py``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lmforge.errors import UserError, check_fraction, check_positive
 from lmforge.plan.cost import hourly_price
 from lmforge.plan.hardware import Cluster, get_gpu, parse_cluster
-from lmforge.plan.laws import LAWS, MAX_FLOPS, get_law, loss_of
+from lmforge.plan.laws import LAWS, MAX_FLOPS, ScalingLaw, get_law, loss_of
 from lmforge.plan.units import parse_count
 
 DEFAULT_GPU = "H100-SXM"
@@ -270,8 +271,8 @@ class Allocation:
         }
 
 
-def _allocate_one(budget: Budget, name: str) -> Allocation:
-    law = get_law(name)
+def _allocate_one(budget: Budget, name: str | ScalingLaw) -> Allocation:
+    law = name if isinstance(name, ScalingLaw) else get_law(name)
     notes: list[str] = []
     flops = budget.flops
     if budget.fixed == "both":
@@ -302,6 +303,8 @@ def _allocate_one(budget: Budget, name: str) -> Allocation:
         notes.append(f"no loss of its own: loss from the {loss_law} fit")
     if law.name == "kaplan":
         notes.append("Kaplan's N excludes embeddings; its loss is on WebText2 (GPT-2 BPE), not comparable")
+    if getattr(law, "n_counts", "params") == "non_embedding_params":
+        notes.append("this law's N counts non-embedding parameters")
     return Allocation(
         law=law.name,
         n_params=n,
@@ -318,8 +321,11 @@ def _allocate_one(budget: Budget, name: str) -> Allocation:
     )
 
 
-def allocate(budget: Budget, laws: list[str] | None = None) -> list[Allocation]:
-    """Each law's (N, D, loss) for ``budget``, in the order given (default: all of LAWS).
+def allocate(budget: Budget, laws: list[str] | None = None, *,
+             extra_laws: Sequence[ScalingLaw] = ()) -> list[Allocation]:
+    """Each law's (N, D, loss) for ``budget``, in the order given (default: all of LAWS),
+    then each of ``extra_laws`` (law objects, e.g. a ``plan.fitted.FittedLaw`` read from
+    ``law.json``), answered the same way.
 
     - Nothing fixed: the law's compute-optimal split of C (``ScalingLaw.compute_optimal``).
     - N fixed with a compute budget: D = C / (6 N), the same for every law; D likewise.
@@ -328,7 +334,8 @@ def allocate(budget: Budget, laws: list[str] | None = None) -> list[Allocation]:
       fixed N is unbounded, so a compute-optimal point is the only finite answer.
     - Both fixed: N and D as given; each law only predicts the loss.
     """
-    names = list(LAWS) if laws is None else list(laws)
+    names: list[str | ScalingLaw] = list(LAWS) if laws is None else list(laws)
+    names += list(extra_laws)
     if not names:
         raise UserError("no scaling law chosen", "[]", "name at least one of " + ", ".join(LAWS))
     return [_allocate_one(budget, name) for name in names]

@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from lmforge.errors import UserError
-from lmforge.plan.laws import LAWS, get_law, loss_of
+from lmforge.plan.laws import LAWS, ScalingLaw, get_law, loss_of
 
 # The headline law of `plan --compare`: the 20 tokens/parameter rule. Chinchilla's
 # rounded Eq. 10 constants would call Chinchilla itself 2.15x under-trained, an artefact
 # of the rounding (Besiroglu et al. 2024); every law is still compared side by side.
 MAIN_LAW = "20x"
+TOKENS_PER_PARAM = 20.0  # Hoffmann et al. 2022: Chinchilla, 70B parameters on 1.4T tokens (Sec. 4.1)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,13 @@ class KnownRunComparison:
     main_law: str = MAIN_LAW
 
     @property
+    def twenty_x_tokens(self) -> float:
+        """Compute-optimal tokens for the run's OWN size by the rule of thumb: D = 20 N
+        (Hoffmann et al. 2022, Sec. 4.1 and Table 3: Chinchilla 70B on 1.4T tokens). Unlike
+        the verdicts, which split the run's compute C = 6 N D anew, this keeps N fixed."""
+        return TOKENS_PER_PARAM * self.n_params
+
+    @property
     def main(self) -> LawVerdict | None:
         """The verdict of ``main_law`` (None if that law was not compared)."""
         return next((v for v in self.verdicts if v.law == self.main_law), None)
@@ -98,14 +106,15 @@ class KnownRunComparison:
             "n_tokens": self.n_tokens,
             "flops": self.flops,
             "tokens_per_param": self.tokens_per_param,
+            "twenty_x_tokens": self.twenty_x_tokens,
             "source": self.source,
             "main_law": self.main_law,
             "verdicts": [v.to_dict() for v in self.verdicts],
         }
 
 
-def _verdict(run: KnownRun, name: str) -> LawVerdict:
-    law = get_law(name)
+def _verdict(run: KnownRun, name: str | ScalingLaw) -> LawVerdict:
+    law = name if isinstance(name, ScalingLaw) else get_law(name)
     n_opt, d_opt = law.compute_optimal(run.flops)
     loss, loss_law, dataset = loss_of(law, run.n_params, run.n_tokens)
     return LawVerdict(
@@ -121,14 +130,17 @@ def _verdict(run: KnownRun, name: str) -> LawVerdict:
     )
 
 
-def compare_known(laws: list[str] | None = None, runs: tuple[KnownRun, ...] = KNOWN_RUNS) -> list[KnownRunComparison]:
-    """Every run in ``runs`` judged by every law in ``laws`` (default: all of LAWS).
+def compare_known(laws: list[str] | None = None, runs: tuple[KnownRun, ...] = KNOWN_RUNS, *,
+                  extra_laws: tuple[ScalingLaw, ...] = ()) -> list[KnownRunComparison]:
+    """Every run in ``runs`` judged by every law in ``laws`` (default: all of LAWS), then
+    by each of ``extra_laws`` (law objects, e.g. the user's fitted law).
 
     At each run's own C = 6 N D, a law's compute-optimal (N_opt, D_opt) gives
     ``undertrained`` = D_opt / D and ``oversized`` = N / N_opt (equal to each other, since
     both splits spend the same C). Losses: see ``laws.loss_of`` (Kaplan's is on WebText2).
     """
-    names = list(LAWS) if laws is None else [get_law(n).name for n in laws]
+    names: list[str | ScalingLaw] = list(LAWS) if laws is None else [get_law(n).name for n in laws]
+    names += list(extra_laws)
     return [
         KnownRunComparison(
             run=run.name,

@@ -8,12 +8,14 @@ that fits (``memory.least_sharding``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lmforge.errors import UserError
 from lmforge.plan.allocate import Allocation, Budget, allocate
 from lmforge.plan.cost import ComputeCost, pretraining_cost
 from lmforge.plan.hardware import Cluster, get_gpu
+from lmforge.plan.laws import ScalingLaw
 from lmforge.plan.memory import TrainingMemory, least_sharding, training_memory, zero3_gpus_needed
 from lmforge.plan.shapes import shape_for_params
 from lmforge.plan.specs import ModelSpec
@@ -84,14 +86,16 @@ def _row(allocation: Allocation, cluster: Cluster, mfu: float, price: float | No
     return PlanRow(allocation, shape, cost, strategy, memory, needed)
 
 
-def make_plan(budget: Budget, laws: list[str] | None = None) -> Plan:
-    """The plan for ``budget`` under ``laws`` (default: every law in ``laws.LAWS``).
+def make_plan(budget: Budget, laws: list[str] | None = None, *, extra_laws: Sequence[ScalingLaw] = ()) -> Plan:
+    """The plan for ``budget`` under ``laws`` (default: every law in ``laws.LAWS``), then
+    under each of ``extra_laws`` (e.g. the user's ``FittedLaw`` from ``law.json``).
 
     Time, cost and memory use the budget's cluster, or one node of 8 H100-SXM when the
     budget names none (``cluster_assumed``). Memory assumes a micro-batch of one
     sequence of 2,048 tokens, bf16 mixed precision, AdamW and selective recomputation.
     """
     cluster = budget.cluster or DEFAULT_CLUSTER
-    rows = tuple(_row(a, cluster, budget.mfu, budget.price_per_hour) for a in allocate(budget, laws))
+    rows = tuple(_row(a, cluster, budget.mfu, budget.price_per_hour)
+                 for a in allocate(budget, laws, extra_laws=extra_laws))
     return Plan(budget, cluster, budget.cluster is None, budget.mfu, budget.price_per_hour, rows)
 

@@ -270,3 +270,18 @@ def test_compare_known_subset_and_unknown_law():
         compare_known(["nope"])
     with pytest.raises(UserError):
         comparisons[0].verdict("20x")
+
+
+def test_compute_optimal_tokens_at_twenty_per_parameter_of_each_models_own_size():
+    """The seed's column: 20 N for each model's own size (Hoffmann et al. 2022, Sec. 4.1 and
+    Table 3: Chinchilla, 70B parameters on 1.4T tokens). Chinchilla 70B -> 1.4T, LLaMA-65B
+    (65.2B) -> 1.3T, GPT-3 175B -> 3.5T, OPT-175B -> 3.5T, BLOOM-176B -> 3.5T (3.52T),
+    against the tokens actually used: 1.4T, 1.4T, 300B, 180B, 366B."""
+    runs = {c.run: c for c in compare_known(["20x"])}
+    golden = {"Chinchilla": 1.4e12, "LLaMA-65B": 1.3e12, "GPT-3": 3.5e12, "OPT-175B": 3.5e12, "BLOOM-176B": 3.5e12}
+    for name, tokens in golden.items():
+        assert runs[name].twenty_x_tokens == pytest.approx(tokens, rel=0.01), name
+        assert runs[name].to_dict()["twenty_x_tokens"] == runs[name].twenty_x_tokens
+    assert runs["GPT-3"].n_tokens == 300e9 and runs["GPT-3"].twenty_x_tokens / runs["GPT-3"].n_tokens > 11
+    # The equal-compute view differs: GPT-3's own compute buys 51B parameters on 1.0T tokens under 20x.
+    assert runs["GPT-3"].verdict("20x").optimal_n_tokens == pytest.approx(1.025e12, rel=0.01)
