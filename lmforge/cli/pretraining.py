@@ -99,6 +99,8 @@ def train(
     data: list[str] | None = None,
     name: str | None = None,
     tokens: str | None = None,
+    budget: str | None = None,
+    law: str | None = None,
     resume: str | None = None,
     init_from: str | None = None,
     quiet: bool = False,
@@ -119,6 +121,10 @@ def train(
         data: sources as name=PATH:weight, repeatable (same as --data.sources)
         name: the run's name (RUN_DIR = out_dir/name)
         tokens: tokens to train on: a count like 20M, or auto (20 per parameter)
+        budget: a time (5min, 90s) or FLOPs (3e13): the planner picks the compute-optimal model and tokens for it
+            on this machine (same as --train.budget); the model preset gives only the style (gpt2 or llama)
+        law: the scaling law that plans --budget and predicts the loss: a law.json from lmforge scaling fit, or a
+            published law's name (default: lmforge's, fitted on builtin:pydocs)
         resume: a run directory to continue exactly where its latest checkpoint left off
         init_from: a run directory whose weights start this new run (continued pretraining)
         quiet: no progress bar: one line per log step
@@ -129,6 +135,7 @@ def train(
     Examples:
         lmforge train --data general=books.txt --train.max_tokens 20M --name books
         lmforge train --config run.yaml --train.lr 3e-4 --tokens auto
+        lmforge train --data books.txt --budget 5min --law sweeps/books/law.json
         lmforge train --resume runs/books
         lmforge train --init-from runs/books --qat int4 --qat.group-size 32 --train.max-steps 200
     """
@@ -155,6 +162,12 @@ def train(
     if tokens is not None:
         values["train.max_tokens"] = tokens
         names["train.max_tokens"] = "--tokens"
+    if budget is not None:
+        values["train.budget"] = budget
+        names["train.budget"] = "--budget"
+    if law is not None:
+        values["train.law"] = law
+        names["train.law"] = "--law"
     if init_from is not None and config is None:  # start from what the source run was
         from lmforge.train.continuation import continuation
 

@@ -104,3 +104,22 @@ def format_dollars(amount: float) -> str:
     if amount >= 1 or amount == 0:
         return f"${amount:,.2f}"
     return f"${amount:.2g}"
+
+
+_DURATION_UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0, "hour": 3600.0, "d": 86400.0}
+
+
+def parse_budget(text: str | int | float, name: str = "budget") -> tuple[str, float]:
+    """A compute budget as a duration or a FLOP count: '5min' -> ('seconds', 300.0),
+    '90s' -> ('seconds', 90.0), '2h' -> ('seconds', 7200.0); '3e13' or '3e13FLOP' ->
+    ('flops', 3e13) (a plain number is FLOPs)."""
+    raw = str(text).strip()
+    match = re.fullmatch(_NUMBER + r"\s*([a-zA-Z]*)", raw)
+    unit = match.group(2).lower() if match else None
+    if match and unit in _DURATION_UNITS:
+        seconds = float(match.group(1)) * _DURATION_UNITS[unit]
+        return "seconds", check_positive(f"{name} (seconds)", seconds, upper=365 * 86400.0)
+    if match and unit in ("", "flop", "flops"):
+        return "flops", check_positive(f"{name} (FLOPs)", float(match.group(1)), upper=1e29)
+    raise UserError(f"cannot read {name} as a time or a FLOP count", text,
+                    "write it like 5min, 90s, 2h or 3e13 (FLOPs)")

@@ -8,6 +8,7 @@ speed from a few timed steps of a copy of it (`lmforge.train.calibrate`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,16 @@ from lmforge.train.optim import build_optimizer
 from lmforge.train.parallel_io import load_weights_from, resume_state
 from lmforge.train.peak import Peak, peak_flops
 from lmforge.train.precision import PrecisionChoice, autocast
-from lmforge.train.preflight import Prediction, Speed, check_memory, device_capacity, predict, run_memory
+from lmforge.train.budget import BudgetPlan, plan_budget, predicted_loss_of, unique_train_tokens
+from lmforge.train.preflight import (
+    Prediction,
+    Speed,
+    check_memory,
+    device_capacity,
+    predict,
+    run_memory,
+    target_tokens,
+)
 
 
 @dataclass
@@ -41,6 +51,7 @@ class Options:
     log: Callable = print
     model_hook: Callable[[torch.nn.Module], None] | None = None
     force: bool = False
+    on_step: Callable[[int, int], None] | None = None  # (step, total steps) after each step; the caller shows progress
 
 
 @dataclass
@@ -98,6 +109,11 @@ def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: Precisi
     data = on_main(lambda: setup_data(config.data, run_dir, seed=t.seed, log=log))
     if not env.main:
         data = setup_data(config.data, run_dir, seed=t.seed, log=silent)
+    budget = None
+    if t.budget is not None:  # the planner sizes the run (a new run: a resumed one reads its resolved config)
+        config, budget = _plan_budget(config, data, env, precision, options, on_main)
+        t = config.train
+        sequences, accumulation = accumulation_of(config, env.world)
     spec = model_spec(config.model, data.tokenizer.vocab_size, config.data.seq_len)
     objective = Objective(resolve_objective(config.objective, spec, data.tokenizer), config.objective,
                           data.tokenizer, config.data.seq_len)
@@ -121,8 +137,17 @@ def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: Precisi
         return build_optimizer(module, lr=t.lr, weight_decay=t.weight_decay, betas=(t.beta1, t.beta2), eps=t.eps)
 
     parallel = apply_strategy(strategy, model, env, make_optimizer, precision.precision)
+    unique = unique_train_tokens(data)
+    tokens, _ = target_tokens(config, n_params)
+    if budget is not None:
+        loss = (budget.predicted_loss, budget.law if budget.loss_applies else budget.notes[0])
+    elif objective.name == "causal" and tokens is not None:
+        loss = predicted_loss_of(config, spec, tokens, data.tokenizer.sha256, unique)
+    else:
+        loss = (None, "no law: the laws are fitted to causal LM runs sized by tokens")
     prediction = predict(config, spec, n_params, device, peak, strategy, env.world, precision, speed,
-                         eval_tokens=_eval_tokens(data, t.eval_tokens))
+                         eval_tokens=_eval_tokens(data, t.eval_tokens), loss=loss,
+                         budget=None if budget is None else budget.to_dict())
     if peak.raised:  # the calibration computed faster than the matmul peak
         log(peak.note())
     if not options.resume and env.main:
@@ -141,6 +166,42 @@ def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: Precisi
     run.first_step = run.step
     model.gradient_checkpointing = t.activation_checkpointing
     return run
+
+
+def accumulation_of(config: RunConfig, world: int = 1) -> tuple[int, int]:
+    """(sequences per global batch, micro-batches per step on each rank)."""
+    t, d = config.train, config.data
+    if t.batch_tokens % d.seq_len:
+        raise UserError(
+            "train.batch_tokens is not a multiple of data.seq_len",
+            f"{t.batch_tokens} and {d.seq_len}",
+            f"use e.g. --train.batch_tokens {max(1, round(t.batch_tokens / d.seq_len)) * d.seq_len}",
+        )
+    sequences = t.batch_tokens // d.seq_len
+    if sequences % (world * t.micro_batch):
+        per_step = world * t.micro_batch
+        raise UserError(
+            "the global batch does not split over ranks x micro-batches",
+            f"{sequences} sequences per step, {world} ranks x train.micro_batch={t.micro_batch}",
+            f"use a batch_tokens that is a multiple of {per_step * d.seq_len} or another micro_batch",
+        )
+    return sequences, sequences // (world * t.micro_batch)
+
+
+def _plan_budget(config: RunConfig, data: RunData, env: DistEnv, precision: PrecisionChoice, options: Options,
+                 on_main: Callable) -> tuple[RunConfig, BudgetPlan]:
+    """Rank 0 plans the budget (``lmforge.train.budget``) and records the resolved run in
+    config.yaml; every rank gets the same plan."""
+    from lmforge.train.config import save_config
+
+    def work():
+        resolved, plan = plan_budget(config, data, env.device, precision.precision,
+                                     _eval_tokens(data, config.train.eval_tokens), log=options.log)
+        paused = dataclasses.replace(resolved, train=dataclasses.replace(resolved.train, stop_at_step=None))
+        save_config(paused, config.run_dir / "config.yaml")
+        return resolved, plan
+
+    return broadcast(env, on_main(work))
 
 
 def _early_memory_check(config: RunConfig, env: DistEnv, strategy: str, options: Options) -> None:

@@ -106,6 +106,10 @@ class TrainConfig:
     micro_batch: int = 8  # sequences per forward pass (per process)
     max_steps: int | None = None
     max_tokens: str | None = None  # a count like 20M, or "auto": 20 tokens per parameter
+    # a time (5min, 90s) or FLOPs (3e13): the planner picks the compute-optimal shape and tokens for it
+    # on this machine (lmforge.train.budget); the resolved run is what config.yaml records
+    budget: str | None = None
+    law: str | None = None  # law.json from lmforge scaling fit, or a published law's name; None: lmforge's default
     max_time: float | None = None  # seconds of training
     stop_at_step: int | None = None  # pause here (checkpoint, schedule unchanged); resume later
     # auto: bf16 on GPUs that have it (else fp16 + loss scaling); on a CPU bf16 only where
@@ -342,6 +346,21 @@ def build_config(values: dict[str, Any]) -> RunConfig:
             target = getattr(target, part)
         setattr(target, leaf, value)
     return config
+
+
+def with_overrides(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """A copy of ``config`` with dotted ``overrides`` applied (each key checked and coerced)."""
+    import copy
+
+    out = copy.deepcopy(config)
+    for key, value in overrides.items():
+        _check_key(key)
+        target: Any = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = getattr(target, part)
+        setattr(target, leaf, coerce(key, value, KEYS[key]))
+    return out
 
 
 def save_config(config: RunConfig, path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from lmforge.errors import UserError
 from lmforge.plan.laws import get_law
 from lmforge.plan.planner import Plan
-from lmforge.plan.specs import ModelSpec
+from lmforge.plan.specs import ModelSpec, param_counts
 from lmforge.train.config import RunConfig, build_config, save_config
 
 # GPT-3 Table 2.1: (parameters, learning rate, batch in tokens).
@@ -34,6 +34,47 @@ def gpt3_hyperparameters(n_params: float) -> tuple[float, int]:
             t = math.log(n_params / n0) / math.log(n1 / n0)
             return lr0 + t * (lr1 - lr0), int(b0 if t < 0.5 else b1)
     return _GPT3[-1][1], int(_GPT3[-1][2])
+
+
+SMALL_LR = 2e-3  # lmforge's tuned rate at quickstart's 1.35M parameters (tiny-gpt2, batch 4K tokens)
+SMALL_LR_MAX = 3e-3
+MIN_STEPS = 200  # a planned small run takes at least this many optimizer steps where its tokens allow
+
+
+def small_model_lr(n_params: float) -> float:
+    """Learning rate for models below GPT-3's smallest (125M): log-linear in N from 2e-3 at
+    1.35M parameters (lmforge's quickstart) to GPT-3's 6e-4 at 125M (Brown et al. 2020,
+    Table 2.1), capped at 3e-3. lmforge's interpolation, not a published rule."""
+    if n_params >= _GPT3[0][0]:
+        return gpt3_hyperparameters(n_params)[0]
+    slope = math.log(_GPT3[0][1] / SMALL_LR) / math.log(_GPT3[0][0] / 1.35e6)
+    return min(SMALL_LR_MAX, SMALL_LR * (n_params / 1.35e6) ** slope)
+
+
+def planned_overrides(spec: ModelSpec, n_tokens: int, seq_len: int) -> dict:
+    """Config overrides that train the decoder ``spec`` on ``n_tokens`` tokens: every
+    ModelSpec field, a batch that gives at least ``MIN_STEPS`` steps (8 to 64 sequences; GPT-3's
+    from 125M), the learning rate of ``small_model_lr``, a cosine schedule over exactly the
+    run's steps with a warmup of 5% of them (at most 100), evaluations at the end only."""
+    n_params = spec.n_decoder_layers * 12 * spec.d_model**2
+    if param_counts(spec).total < _GPT3[0][0]:
+        sequences = 2 ** int(math.log2(max(1.0, n_tokens / (seq_len * MIN_STEPS))))
+        sequences = max(8, min(64, sequences))
+    else:
+        sequences = max(8, gpt3_hyperparameters(n_params)[1] // seq_len)
+    micro = math.gcd(sequences, 16)
+    steps = max(1, math.ceil(n_tokens / (sequences * seq_len)))
+    preset = "tiny-gpt2" if spec.positions == "learned" else "tiny-llama"
+    return {
+        "model.preset": preset, "model.n_layers": spec.n_decoder_layers, "model.d_model": spec.d_model,
+        "model.n_heads": spec.n_heads, "model.n_kv_heads": spec.kv_heads, "model.d_ff": spec.ffn,
+        "model.context": spec.context, "model.mlp": spec.mlp, "model.norm": spec.norm,
+        "model.positions": spec.positions, "model.bias": spec.bias, "model.tied_embeddings": spec.tied_embeddings,
+        "data.seq_len": seq_len, "train.lr": small_model_lr(param_counts(spec).total),
+        "train.batch_tokens": sequences * seq_len, "train.micro_batch": micro,
+        "train.max_tokens": str(int(n_tokens)), "train.warmup_steps": max(1, min(100, steps // 20)),
+        "train.schedule": "cosine", "train.eval_every": steps,
+    }
 
 
 def config_from_plan(shape: ModelSpec, n_tokens: float, *, name: str = "planned", seq_len: int = 2048) -> RunConfig:

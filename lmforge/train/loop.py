@@ -40,7 +40,7 @@ from lmforge.distributed.env import DistEnv, any_rank, barrier, broadcast, gathe
 from lmforge.distributed.strategies import resolve_strategy
 from lmforge.errors import UserError
 from lmforge.fileio import remove_stale_temp_files
-from lmforge.train.build import Options, Run, build_run, silent
+from lmforge.train.build import Options, Run, accumulation_of, build_run, silent
 from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.config import RunConfig, save_config
 from lmforge.train.data_setup import RunData
@@ -96,26 +96,6 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("no CUDA device here", name, "use --train.device cpu (or auto)")
     return device
-
-
-def _accumulation(config: RunConfig, world: int = 1) -> tuple[int, int]:
-    """(sequences per global batch, micro-batches per step on each rank)."""
-    t, d = config.train, config.data
-    if t.batch_tokens % d.seq_len:
-        raise UserError(
-            "train.batch_tokens is not a multiple of data.seq_len",
-            f"{t.batch_tokens} and {d.seq_len}",
-            f"use e.g. --train.batch_tokens {max(1, round(t.batch_tokens / d.seq_len)) * d.seq_len}",
-        )
-    sequences = t.batch_tokens // d.seq_len
-    if sequences % (world * t.micro_batch):
-        per_step = world * t.micro_batch
-        raise UserError(
-            "the global batch does not split over ranks x micro-batches",
-            f"{sequences} sequences per step, {world} ranks x train.micro_batch={t.micro_batch}",
-            f"use a batch_tokens that is a multiple of {per_step * d.seq_len} or another micro_batch",
-        )
-    return sequences, sequences // (world * t.micro_batch)
 
 
 def _prepare_run_dir(config: RunConfig, resume: bool, log: Callable, restart: int = 0) -> DirectoryLock:
@@ -194,7 +174,8 @@ def evaluate_sources(
 
 
 def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = None, quiet: bool = False,
-          log=print, model_hook: Callable[[torch.nn.Module], None] | None = None, force: bool = False) -> TrainResult:
+          log=print, model_hook: Callable[[torch.nn.Module], None] | None = None, force: bool = False,
+          on_step: Callable[[int, int], None] | None = None) -> TrainResult:
     """Run (or resume) the training described by ``config``, in this process or as one
     rank of a torchrun job (``config.parallel``).
 
@@ -204,7 +185,9 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
     optimizer and any distribution wrapper see it; features above this layer use it
     (quantization-aware training swaps in fake-quantized linears there). It must keep
     the parameter names, so checkpoints stay loadable by a plain model. ``force`` runs
-    even when the preflight predicts that memory will not suffice.
+    even when the preflight predicts that memory will not suffice. ``on_step(step, total)``
+    is called after every step on rank 0 (a sweep's progress bar); the run then prints no
+    progress of its own.
     """
     validate_config(config)
     if resume and init_from is not None:
@@ -222,13 +205,13 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
             raise UserError("fp16 loss scaling is for one process", f"parallel.strategy={strategy}",
                             "use bf16 (no loss scaling needed) with several GPUs")
         config = dataclasses.replace(config, train=dataclasses.replace(t, precision=precision.precision))
-        sequences, accumulation = _accumulation(config, env.world)
+        sequences, accumulation = accumulation_of(config, env.world)
         restarted = env.restart > 0 and not resume and latest_checkpoint(config.run_dir) is not None
         if restarted:
             log(f"torchrun restart {env.restart}: resuming from the latest complete checkpoint")
         resume = resume or restarted
         lock = _on_main(env, lambda: _prepare_run_dir(config, resume, log, env.restart))
-        options = Options(resume, init_from, quiet, log, model_hook, force)
+        options = Options(resume, init_from, quiet, log, model_hook, force, on_step if env.main else None)
         try:
             run = build_run(config, env, strategy, precision, sequences, accumulation, options,
                             lambda work: _on_main(env, work))
@@ -300,7 +283,7 @@ def _loop(run: Run) -> tuple[_Progress, MetricsLogger | None]:
     metrics = MetricsLogger(run.run_dir, resume_step=run.step if run.options.resume else None) if env.main else None
     state = _Progress(started=time.perf_counter())
     run.model.train()
-    every = 10 if env.main else 0  # the other ranks print nothing
+    every = 10 if env.main and run.options.on_step is None else 0  # the other ranks print nothing
     with Progress(total_steps, quiet=run.options.quiet, start_step=run.step, every=every) as progress, \
             StopRequests() as stop:
         while run.step < total_steps:
@@ -318,6 +301,8 @@ def _loop(run: Run) -> tuple[_Progress, MetricsLogger | None]:
                 run.log(run.peak.note())
             state.mfu = run.peak.mfu(state.rate * run.prediction.flops_per_token)
             progress.update(run.step, loss=state.loss, tokens_per_s=state.rate, mfu=state.mfu, lr=outcome.lr)
+            if run.options.on_step is not None:
+                run.options.on_step(run.step, total_steps)
             _after_step(run, outcome, state, metrics)
     return state, metrics
 

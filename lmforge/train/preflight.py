@@ -51,7 +51,9 @@ class Prediction:
     eval_seconds: float  # of those, the evaluations'
     precision: dict  # the PrecisionChoice: precision, requested, reason, the CPU's measured bf16/fp32 rates
     calibration: dict | None  # the timed steps behind tokens_per_second
-    loss: float | None  # none yet: a law fitted to this data is needed (Chinchilla's is for MassiveText)
+    loss: float | None  # validation loss (nats/token) the law predicts; None without a law for this tokenizer
+    loss_source: str  # the law behind ``loss``, or why there is none
+    budget: dict | None  # train.budget's plan (lmforge.train.budget.BudgetPlan), when the run was sized by one
     spec: dict
     memory: dict  # the planner's TrainingMemory per device, every part
     strategy: str
@@ -98,7 +100,8 @@ class Speed:
 
 
 def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.device, peak: Peak,
-            strategy: str, world: int, precision: PrecisionChoice, speed: Speed, eval_tokens: int = 0) -> Prediction:
+            strategy: str, world: int, precision: PrecisionChoice, speed: Speed, eval_tokens: int = 0,
+            loss: tuple[float | None, str] = (None, "no law"), budget: dict | None = None) -> Prediction:
     """Everything the planner says about this run before it starts (memory per device
     for ``strategy`` over ``world`` ranks; ``eval_tokens`` read by each evaluation)."""
     t = config.train
@@ -141,7 +144,9 @@ def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.dev
         eval_seconds=eval_seconds,
         precision=precision.to_dict(),
         calibration=speed.calibration.to_dict() if speed.calibration else None,
-        loss=None,
+        loss=loss[0],
+        loss_source=loss[1],
+        budget=budget,
         spec=spec.to_dict(),
     )
 
@@ -223,6 +228,7 @@ def write_report(path: Path, prediction: Prediction, measured: dict) -> None:
                                   "ratio": measured["tokens_per_second"] / prediction.tokens_per_second,
                                   "note": f"predicted by {prediction.speed_source}; measured: the median step"},
             "mfu": {"predicted": prediction.expected_mfu, "measured": measured["mfu"]},
+            "loss": _loss_comparison(prediction, measured),
             "precision": {"predicted": prediction.precision["precision"], "measured": measured["precision"]},
             "seconds": {
                 "predicted": prediction.seconds * (measured["steps"] - measured["first_step"]) / prediction.total_steps,
@@ -247,6 +253,16 @@ def write_report(path: Path, prediction: Prediction, measured: dict) -> None:
         },
     }
     _write_json(path, report)
+
+
+def _loss_comparison(prediction: Prediction, measured: dict) -> dict:
+    """Predicted validation loss (the law's) beside the measured one, all sources together."""
+    overall = measured.get("validation", {}).get("all", {})
+    value = overall.get("loss")
+    out = {"predicted": prediction.loss, "measured": value, "note": prediction.loss_source}
+    if prediction.loss is not None and value is not None:
+        out["error"] = value - prediction.loss
+    return out
 
 
 def _write_json(path: Path, data: dict) -> None:

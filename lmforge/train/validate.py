@@ -110,6 +110,10 @@ def validate_config(config: RunConfig, names: dict[str, str] | None = None) -> R
     max_tokens = config.train.max_tokens
     if max_tokens is not None and str(max_tokens).lower() != "auto":
         parse_count(max_tokens, flag("train.max_tokens"), upper=1e16)
+    if config.train.budget is not None:
+        from lmforge.train.budget import check_budget_config
+
+        check_budget_config(config, flag)
     if config.parallel.device_memory is not None:
         parse_bytes(config.parallel.device_memory, flag("parallel.device_memory"))
     _check_sources(config, flag)
