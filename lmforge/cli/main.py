@@ -34,7 +34,7 @@ def _verbs() -> dict[str, Callable | dict[str, Callable]]:
         "generate": inference.generate,
         "fill-mask": inference.fill_mask,
         "quantize": quantize.quantize,
-        "scaling": {"fit": scaling.fit, "plot": scaling.plot},
+        "scaling": {"sweep": scaling.sweep, "fit": scaling.fit, "plot": scaling.plot},
         "quickstart": pretraining.quickstart,
         "env": environment.env,
     }

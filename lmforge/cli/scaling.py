@@ -74,3 +74,61 @@ def plot(
 
     path = plot_sweep_csv(sweep_csv, law_path=law, out=out)
     print_lines(f"wrote {path}")
+
+
+def sweep(
+    *,
+    data: list[str],
+    budgets: str,
+    out: str,
+    sizes: int = 5,
+    spread: float = 4.0,
+    vocab_size: int = 1024,
+    seq_len: int = 128,
+    style: Literal["gpt2", "llama"] = "gpt2",
+    seed: int = 0,
+    quiet: bool = False,
+) -> None:
+    """Train an IsoFLOP grid of small models on your data (Hoffmann et al. 2022, Approach 2):
+    for each compute budget, models spaced evenly in log N around the 20-tokens-per-parameter
+    optimum, each trained on exactly that many FLOPs, all on one tokenizer and one set of shards.
+
+    Writes OUT/sweep.csv (run, budget_flops, params, non_embedding_params, tokens, flops, loss,
+    bits_per_byte, seconds), OUT/sweep.json and every run directory under OUT/runs. Killed at
+    any point, the same command continues: finished runs are skipped, a half-done run resumes
+    from its checkpoint. Then: lmforge scaling fit OUT/sweep.csv.
+
+    Args:
+        data: sources: PATH, name=PATH or name=PATH:weight; builtin:pydocs
+        budgets: training FLOPs per IsoFLOP curve, comma-separated (1e12,3e12,1e13)
+        out: the sweep directory
+        sizes: model sizes per budget
+        spread: the largest size over the 20x optimum (the smallest is the optimum over it)
+        vocab_size: the sweep's tokenizer (trained on the data)
+        seq_len: tokens per training sequence (and the models' context)
+        style: gpt2 (GELU, LayerNorm, learned positions, tied) or llama (SwiGLU, RMSNorm, rotary)
+        seed: seed of the data split and of every run
+        quiet: no progress bar: a line every 30 s
+
+    Examples:
+        lmforge scaling sweep --data builtin:pydocs --budgets 1e11,3e11,1e12,3e12 --out sweeps/pydocs
+        lmforge scaling fit sweeps/pydocs/sweep.csv
+    """
+    import sys
+
+    from lmforge.errors import UserError
+    from lmforge.plan.units import parse_count
+    from lmforge.scaling.sweep import sweep as run_sweep
+
+    parts = [p for p in str(budgets).replace(" ", "").split(",") if p]
+    if not parts:
+        raise UserError("--budgets is empty", budgets, "pass e.g. --budgets 1e12,3e12,1e13")
+    values = [parse_count(p, "--budgets", upper=1e26) for p in parts]
+    result = run_sweep(data, values, out, sizes=sizes, spread=spread, vocab_size=vocab_size, seq_len=seq_len,
+                       style=style, seed=seed, quiet=quiet)
+    if result.stopped is not None:
+        print_lines([f"sweep stopped at {result.stopped.name}; the same command continues it"])
+        sys.exit(result.exit_code)
+    trained = sum(not r.skipped for r in result.runs)
+    print_lines([f"sweep: {len(result.runs)} runs finished ({trained} trained now), {result.csv}",
+                 f"next: lmforge scaling fit {result.csv}"])
