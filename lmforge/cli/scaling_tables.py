@@ -34,20 +34,20 @@ def fit(report) -> None:
         ["constant", "value", "std. error", "95% interval"],
         [[_LABELS[k], _num(three.constants[k]), _num(three.stderr[k], 2), _interval(three.ci95[k])]
          for k in _LABELS],
-        caption=f"Huber (delta 1e-3) on log L, L-BFGS-B from the {three.polished} best of {three.starts:,} grid "
-        f"starts (Besiroglu et al. 2024); {three.bootstrap} bootstrap resamples; objective {three.objective:.6g}; "
-        f"{three.seconds:.1f} s",
     )
+    print_lines(f"Huber (delta 1e-3) on log L, L-BFGS-B from the {three.polished} best of {three.starts:,} grid "
+                f"starts: objective {three.objective:.4g}; errors from {three.bootstrap} bootstrap resamples; "
+                f"{three.seconds:.1f} s")
     rows = []
     for row in report.optimal:
-        where = "sweep" if row["flops"] in report.fit.budgets else "extrapolated"
+        where = "in the sweep" if row["flops"] in report.fit.budgets else "extrapolated"
         rows.append([format_flops(row["flops"]), format_count(row["n_opt"]), format_count(row["d_opt"]),
                      f"{row['tokens_per_param']:.1f}", f"{row['loss']:.3f}",
                      "n/a" if row["n_opt_ci95"] is None else
                      f"[{format_count(row['n_opt_ci95'][0])}, {format_count(row['n_opt_ci95'][1])}]", where])
     print_table(
         "Compute-optimal under your law",
-        ["compute", "N_opt", "D_opt", "tokens/param", "loss nats/tok", "N_opt 95% interval", ""],
+        ["compute", "N_opt", "D_opt", "tokens/param", "loss nats/tok", "N_opt 95% interval", "budget"],
         rows,
         caption="N_opt = G (C/6)^a, D_opt = C / (6 N_opt) (Hoffmann et al. 2022, Eq. 4); loss on your data and "
         "tokenizer; the interval from the bootstrap",
@@ -69,5 +69,5 @@ def fit(report) -> None:
     if two.n_star.stderr is None:
         lines.append("note: two budgets give a line with no residual: no error for the exponents (sweep 3+ budgets)")
     lines += [f"note: {n}" for n in two.notes]
-    lines.append(f"wrote {report.law_path}: lmforge plan --law {report.law_path} --flops 1e18")
+    lines.append(f"wrote {report.law_path}; plan with it: lmforge plan --law {report.law_path} --flops 1e18")
     print_lines(*lines)
