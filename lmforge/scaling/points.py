@@ -119,7 +119,7 @@ def _number(text: str | None, row: int, column: str, *, optional: bool) -> float
 
 def _read_text(file: Path) -> str:
     try:
-        return file.read_text(encoding="utf-8")
+        return file.read_text(encoding="utf-8").removeprefix("\ufeff")  # a spreadsheet's byte-order mark
     except UnicodeDecodeError:
         raise UserError("the sweep CSV is not UTF-8 text", str(file), "pass the sweep.csv a sweep wrote") from None
 

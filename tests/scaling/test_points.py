@@ -46,6 +46,12 @@ def test_optional_columns_may_be_missing(tmp_path):
     assert point == SweepPoint("row1", 1e17, 1e6, None, 1.6e10, None, 3.5)
 
 
+def test_a_spreadsheets_byte_order_mark_is_ignored(tmp_path):
+    path = tmp_path / "sweep.csv"
+    path.write_text("\ufeff" + HEADER + "\n" + ROW + "\n", encoding="utf-8")
+    assert read_sweep_csv(path)[0].run == "r0"
+
+
 def test_sweep_meta(tmp_path):
     path = _csv(tmp_path, ROW)
     assert read_sweep_meta(path) is None
