@@ -1,90 +1,150 @@
-"""Validation bits per byte on tinyshakespeare after a fixed training time on this machine.
+"""Equal wall time against nanoGPT on tinyshakespeare, scored in bits per byte on a held-out tail.
 
-The last 10% of ../shared/corpora/tinyshakespeare.txt (cut at a line break) is held
-out; a byte-level BPE tokenizer and a small GPT-2-style decoder are trained on the rest
-for MINUTES of wall-clock time (the token budget is fixed up front from a short timed
-run, so the learning-rate schedule completes); then `lmforge eval` measures bits per
-byte on the held-out part. Bits per byte do not depend on the tokenizer, so the number
-compares with character-level results (nanoGPT's char model on this data, and others).
+The last 10% of ../shared/corpora/tinyshakespeare.txt (cut at a line break) is held out.
 
-    python benchmarks/quality_tinyshakespeare.py [--minutes 5] [--out /tmp/lmforge-shakespeare]
+1. nanoGPT: its own ``train.py`` from a checkout (``--nanogpt PATH``; never copied into
+   lmforge), with its README's CPU recipe: ``config/train_shakespeare_char.py --device=cpu
+   --compile=False --eval_iters=20 --log_interval=1 --block_size=64 --batch_size=12
+   --n_layer=4 --n_head=4 --n_embd=128 --max_iters=2000 --lr_decay_iters=2000
+   --dropout=0.0`` (plus ``--always_save_checkpoint=True`` so that its final weights are
+   the ones scored), character-level, on the first 90% (its val.bin is the held-out tail,
+   as its own prepare script would make it). Its wall time is measured.
+2. lmforge: ``lmforge train --budget <nanoGPT's seconds>`` on the same first 90%: the
+   planner chooses the model and the tokens for that time on this machine.
+
+Both final models are scored on the whole held-out tail: the sum of -log p over every
+character (nanoGPT, windows of its 64-character context) or token (lmforge,
+``lmforge eval``), divided by ln 2 and the tail's UTF-8 bytes.
+
+    python benchmarks/quality_tinyshakespeare.py --nanogpt /tmp/nanogpt [--out /tmp/vs-nanogpt]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import pickle
+import platform
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-import torch
-
-from lmforge.evaluate.run_eval import evaluate_run
-from lmforge.models.build import build_model
-from lmforge.plan.specs import ModelSpec
-from lmforge.train.calibrate import calibrate
-from lmforge.train.config import load_config
-from lmforge.train.loop import train
-from lmforge.train.precision import choose_precision
+import numpy as np
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
-MODEL = {"model.preset": "tiny-gpt2", "model.n_layers": 6, "model.d_model": 256, "model.n_heads": 8,
-         "model.context": 256}
-SEQ, BATCH_TOKENS, MICRO = 256, 16 * 256, 16
+NANOGPT_RECIPE = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
+                  "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4",
+                  "--n_embd=128", "--max_iters=2000", "--lr_decay_iters=2000", "--dropout=0.0"]
 
 
-def split(out: Path) -> tuple[Path, Path]:
+def split(out: Path) -> tuple[str, str]:
     text = CORPUS.read_text(encoding="utf-8")
     cut = text.rfind("\n", 0, int(len(text) * 0.9)) + 1
-    train_file, val_file = out / "train.txt", out / "val.txt"
-    train_file.write_text(text[:cut], encoding="utf-8")
-    val_file.write_text(text[cut:], encoding="utf-8")
-    return train_file, val_file
+    (out / "train.txt").write_text(text[:cut], encoding="utf-8")
+    (out / "held_out.txt").write_text(text[cut:], encoding="utf-8")
+    return text[:cut], text[cut:]
 
 
-def tokens_for(minutes: float, vocab: int) -> int:
-    """Size the run from a few timed steps in the precision the run will pick: 80% of the
-    time for training."""
-    spec = ModelSpec(n_decoder_layers=6, d_model=256, n_heads=8, vocab_size=vocab, context=256)
-    precision = choose_precision("auto", torch.device("cpu")).precision
-    speed = calibrate(spec, seq_len=SEQ, micro_batch=MICRO, precision=precision)
-    return int(minutes * 60 * 0.8 * speed.tokens_per_second(BATCH_TOKENS // (SEQ * MICRO)))
+def nanogpt_data(work: Path, train: str, held_out: str) -> dict:
+    """data/shakespeare_char as nanoGPT's prepare.py lays it out (uint16 ids, meta.pkl), from our split."""
+    chars = sorted(set(train + held_out))
+    stoi = {c: i for i, c in enumerate(chars)}
+    data = work / "data" / "shakespeare_char"
+    data.mkdir(parents=True)
+    np.array([stoi[c] for c in train], dtype=np.uint16).tofile(data / "train.bin")
+    np.array([stoi[c] for c in held_out], dtype=np.uint16).tofile(data / "val.bin")
+    with open(data / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}, f)
+    return stoi
+
+
+def run_nanogpt(checkout: Path, work: Path) -> float:
+    """nanoGPT's train.py in ``work`` (its data/ and out dir there); returns its wall seconds."""
+    (work / "configurator.py").symlink_to(checkout / "configurator.py")
+    (work / "config").symlink_to(checkout / "config")
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, str(checkout / "train.py"), *NANOGPT_RECIPE, "--always_save_checkpoint=True",
+                    "--out_dir=out"], cwd=work, env=env, check=True, stdout=open(work / "nanogpt.log", "w"),
+                   stderr=subprocess.STDOUT)
+    return time.perf_counter() - started
+
+
+def score_nanogpt(checkout: Path, work: Path, held_out: str, stoi: dict) -> dict:
+    import torch
+
+    sys.path.insert(0, str(checkout))
+    from model import GPT, GPTConfig  # nanoGPT's own model.py, from the checkout
+
+    checkpoint = torch.load(work / "out" / "ckpt.pt", map_location="cpu", weights_only=True)
+    model = GPT(GPTConfig(**checkpoint["model_args"]))
+    state = {k.removeprefix("_orig_mod."): v for k, v in checkpoint["model"].items()}
+    model.load_state_dict(state)
+    model.eval()
+    ids = torch.tensor([stoi[c] for c in held_out], dtype=torch.long)
+    block = checkpoint["model_args"]["block_size"]
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, block):  # non-overlapping windows, every character predicted once
+            x = ids[start:start + block][None]
+            y = ids[start + 1:start + 1 + block][None]
+            x = x[:, : y.shape[1]]
+            _, loss = model(x, y)
+            total += float(loss) * y.shape[1]
+            count += y.shape[1]
+    n_bytes = len(held_out.encode("utf-8"))
+    return {"params": sum(p.numel() for p in model.parameters()), "iters": checkpoint["iter_num"],
+            "held_out_chars": count, "held_out_bits_per_byte": total / math.log(2) / n_bytes}
+
+
+def run_lmforge(out: Path, seconds: float, vocab: int) -> dict:
+    started = time.perf_counter()
+    command = ["lmforge", "train", "--data", f"shakespeare={out / 'train.txt'}?whole=1", "--budget",
+               f"{seconds:.0f}s", "--data.vocab-size", str(vocab), "--data.seq-len", "128", "--data.val-fraction",
+               "0", "--data.max-epochs", "1000", "--name", "lmforge", "--out-dir", str(out), "--quiet"]
+    subprocess.run(command, check=True, stdout=open(out / "lmforge.log", "w"), stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - started
+    held = subprocess.run(["lmforge", "eval", str(out / "lmforge"), "--data", f"held_out={out / 'held_out.txt'}?whole=1",
+                           "--max-tokens", "10000000", "--json"], check=True, capture_output=True, text=True)
+    result = json.loads(held.stdout)
+    source = result["sources"]["held_out"] if "sources" in result else result["held_out"]
+    plan = json.loads((out / "lmforge" / "plan.json").read_text())
+    report = json.loads((out / "lmforge" / "report.json").read_text())
+    return {"wall_seconds": wall, "train_seconds": report["measured"]["wall_seconds"], "params": plan["params"],
+            "tokens": report["measured"]["tokens"], "budget": plan["budget"]["choice"],
+            "held_out_tokens": source["tokens"], "held_out_bits_per_byte": source["bits_per_byte"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=5.0)
-    parser.add_argument("--vocab", type=int, default=4096)
-    parser.add_argument("--out", default="/tmp/lmforge-shakespeare")
+    parser.add_argument("--nanogpt", required=True, help="a nanoGPT checkout (holds train.py, model.py, config/)")
+    parser.add_argument("--vocab", type=int, default=1024)
+    parser.add_argument("--out", default="/tmp/vs-nanogpt")
     args = parser.parse_args()
-    if not CORPUS.exists():
-        raise SystemExit(f"corpus not found: {CORPUS} (see ../shared/corpora/README.md)")
+    checkout = Path(args.nanogpt).resolve()
+    if not (checkout / "train.py").is_file():
+        raise SystemExit(f"not a nanoGPT checkout: {checkout}")
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    train_file, val_file = split(out)
-    tokens = tokens_for(args.minutes, args.vocab)
-    config = load_config(None, {
-        **MODEL, "name": "run", "out_dir": str(out), "data.sources": [f"shakespeare={train_file}?whole=1"],
-        "data.vocab_size": args.vocab, "data.seq_len": SEQ, "data.val_fraction": 0.0, "data.max_epochs": 100.0,
-        "train.batch_tokens": BATCH_TOKENS, "train.micro_batch": MICRO, "train.lr": 2e-3, "train.warmup_steps": 50,
-        "train.max_tokens": str(tokens), "train.max_time": args.minutes * 60, "train.eval_every": 10**9,
-        "train.ckpt_every": 10**9, "train.log_every": 50,
-    })
-    started = time.perf_counter()
-    result = train(config, quiet=True)
-    seconds = time.perf_counter() - started
-    held_out = evaluate_run(result.run_dir, [f"held_out={val_file}?whole=1"], max_tokens=10**7)["held_out"]
+    train, held_out = split(out)
+    work = out / "nanogpt"
+    work.mkdir()
+    stoi = nanogpt_data(work, train, held_out)
+    nano_seconds = run_nanogpt(checkout, work)
+    nano = {"wall_seconds": nano_seconds, **score_nanogpt(checkout, work, held_out, stoi)}
+    ours = run_lmforge(out, nano_seconds, args.vocab)
     print(json.dumps({
-        "corpus": "tinyshakespeare.txt, last 10% held out",
-        "model": f"GPT-2 style, 6 layers, d_model 256, 8 heads, context 256, BPE vocab {args.vocab}",
-        "params": sum(p.numel() for p in build_model(ModelSpec(n_decoder_layers=6, d_model=256, n_heads=8,
-                                                               vocab_size=args.vocab, context=256)).parameters()),
-        "train_seconds": round(seconds, 1), "tokens": result.tokens, "steps": result.steps,
-        "stopped_by": result.stopped_by, "tokens_per_s": round(result.tokens_per_second),
-        "held_out_tokens": held_out.tokens, "held_out_loss_nats_per_token": round(held_out.loss, 4),
-        "held_out_bits_per_byte": round(held_out.bits_per_byte, 4),
+        "corpus": "tinyshakespeare.txt, last 10% held out (cut at a line break)",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "nanogpt": {"recipe": " ".join(NANOGPT_RECIPE), **nano},
+        "lmforge": ours,
+        "bits_per_byte_gain": nano["held_out_bits_per_byte"] - ours["held_out_bits_per_byte"],
+        "wall_ratio": ours["wall_seconds"] / nano["wall_seconds"],
     }, indent=2))
 
 

@@ -63,12 +63,15 @@ def run_config(run: SizedRun, out: Path, sources: Sequence[str], *, vocab_size: 
 
 def _meta(out: Path, sources: Sequence[str], settings: dict, tokenizer, budgets: Sequence[float],
           sizes: int, spread: float) -> dict:
+    import hashlib
+
     from lmforge.data.sources import input_fingerprint, parse_source
 
+    prints = [input_fingerprint(parse_source(s)) for s in sources]
     return {
         **settings, "budgets": sorted(float(c) for c in budgets), "sizes": sizes, "spread": spread,
         "tokenizer": {"sha256": tokenizer.sha256, "vocab_size": tokenizer.vocab_size, "path": "tokenizer.json"},
-        "data": {"sources": list(sources), "sha256": [input_fingerprint(parse_source(s)) for s in sources]},
+        "data": {"sources": list(sources), "sha256": hashlib.sha256("\n".join(prints).encode()).hexdigest()},
     }
 
 
