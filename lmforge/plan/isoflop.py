@@ -21,7 +21,7 @@ Pure Python (no torch).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from lmforge.errors import UserError, check_positive, check_whole
@@ -185,7 +185,8 @@ def candidate_shapes(vocab_size: int, seq_len: int, style: str, lo: float, hi: f
 
 
 def best_shape(budget: float, law: ScalingLaw, *, vocab_size: int, seq_len: int, style: str = "gpt2",
-               unique_tokens: float | None = None, loss_params: str = "params") -> BestShape:
+               unique_tokens: float | None = None, loss_params: str = "params",
+               flops_of: Callable[[ModelSpec], float] | None = None) -> BestShape:
     """The runnable shape with the lowest L(N, D') for ``budget`` FLOPs under ``law``.
 
     Candidates span 1/30 to 30 times the 20x optimum (at least the smallest runnable
@@ -199,7 +200,7 @@ def best_shape(budget: float, law: ScalingLaw, *, vocab_size: int, seq_len: int,
     floor = smallest_params(vocab_size, seq_len, style)
     centre = math.sqrt(budget / (6 * TOKENS_PER_PARAM))
     shapes = candidate_shapes(vocab_size, seq_len, style, max(floor, centre / 30), max(floor * 1.5, centre * 30))
-    runs = [sized_run(spec, budget, seq_len) for spec in shapes]
+    runs = [sized_run(spec, budget if flops_of is None else flops_of(spec), seq_len) for spec in shapes]
     runs = [r for r in runs if r.tokens >= seq_len]
     if not runs:
         raise UserError(

@@ -7,10 +7,10 @@ For a FLOP budget C the run is the runnable decoder shape with the lowest loss t
 predicts, L(N, D') with D = C / FLOPs per token and D' the effective data when the
 corpus repeats (``lmforge.plan.isoflop.best_shape``; Muennighoff et al. 2023, Eq. 5).
 For a time budget the FLOPs are what this machine computes in that time for the shape
-it runs: a few timed steps of the candidate shape (``lmforge.train.calibrate``) give
-its tokens/s; the shape is chosen again for the FLOPs that buys, until the choice is
-stable (at most ``ROUNDS`` calibrations). The training steps and the final evaluation
-fill ``SPEED_MARGIN`` of the time left after the planning itself.
+it runs: a few timed steps of candidate shapes (``lmforge.train.calibrate``) measure
+FLOP/s, which grows with the model on a CPU; each candidate gets the tokens its rate
+buys (``_time_budget``). The training steps and the final evaluation fill
+``SPEED_MARGIN`` of the time left after the planning itself.
 
 The law: ``train.law`` (a law.json from ``lmforge scaling fit``, or a published law by
 name), else lmforge's default, fitted with ``lmforge scaling sweep`` on ``builtin:pydocs``
@@ -25,13 +25,14 @@ law, the predicted loss and the candidates weighed.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.errors import UserError
-from lmforge.plan.isoflop import BestShape, best_shape, sized_run
+from lmforge.plan.isoflop import BestShape, best_shape, candidate_shapes, sized_run
 from lmforge.plan.laws import LAWS, ScalingLaw, get_law
 from lmforge.plan.presets import get_preset
 from lmforge.plan.specs import ModelSpec
@@ -41,8 +42,9 @@ from lmforge.train.from_plan import planned_overrides
 
 DEFAULT_LAW = Path(__file__).resolve().parents[1] / "plan" / "pydocs_law.json"
 SPEED_MARGIN = 0.9  # logging, the checkpoint and the final weights take the rest of the time
-ROUNDS = 3
 CALIBRATION_MICRO_BATCH = 16
+MIN_SECONDS = 10.0  # a time budget shorter than this is mostly calibration
+MIN_BATCH_SEQUENCES = 8  # the smallest batch a planned run takes (lmforge.train.from_plan)
 SHAPE_KEYS = ("n_layers", "n_encoder_layers", "d_model", "n_heads", "n_kv_heads", "d_ff", "context")
 
 
@@ -113,7 +115,10 @@ def check_budget_config(config: RunConfig, flag=lambda key: key) -> None:
     """Refuse what a budget cannot go with: a length of its own, a shape, another family, a
     law that cannot be read. ``flag`` names a key as the user gave it."""
     t = config.train
-    parse_budget(t.budget, flag("train.budget"))
+    kind, value = parse_budget(t.budget, flag("train.budget"))
+    if kind == "seconds" and value < MIN_SECONDS:
+        raise UserError(f"{flag('train.budget')} is too short to plan and train", t.budget,
+                        f"give at least {MIN_SECONDS:g} s (timing the candidate models takes seconds)")
     for key in ("train.max_tokens", "train.max_steps", *(f"model.{k}" for k in SHAPE_KEYS)):
         section, leaf = key.split(".")
         value = getattr(getattr(config, section), leaf)
@@ -140,7 +145,6 @@ def plan_budget(config: RunConfig, data, device, precision: str, eval_tokens: in
                 log=print) -> tuple[RunConfig, BudgetPlan]:
     """The run ``config.train.budget`` buys on ``device``: the config with the shape, tokens,
     batch and learning rate filled in (and the budget cleared), and what was decided."""
-    from lmforge.train.calibrate import calibrate
 
     started = time.perf_counter()
     check_budget_config(config)
@@ -160,9 +164,9 @@ def plan_budget(config: RunConfig, data, device, precision: str, eval_tokens: in
     seq_len, vocab, style = config.data.seq_len, tokenizer.vocab_size, _style(config)
     unique = unique_train_tokens(data)
 
-    def choose(flops: float) -> BestShape:
+    def choose(flops: float, flops_of=None) -> BestShape:
         return best_shape(flops, law.law, vocab_size=vocab, seq_len=seq_len, style=style, unique_tokens=unique,
-                          loss_params=law.loss_counts)
+                          loss_params=law.loss_counts, flops_of=flops_of)
 
     calibrations: list[dict] = []
     rate = None
@@ -170,29 +174,9 @@ def plan_budget(config: RunConfig, data, device, precision: str, eval_tokens: in
         flops = value
         choice = choose(flops)
     else:
-        flops = value * 5e10  # a first guess of this CPU's FLOP/s for a small model; calibrated below
-        choice = choose(flops)
-        calibrated = choice
-        for _ in range(ROUNDS):
-            calibrated = choice
-            spec = choice.run.spec
-            cal = calibrate(spec, seq_len=seq_len, micro_batch=CALIBRATION_MICRO_BATCH, precision=precision,
-                            device=device)
-            rate = cal.tokens_per_second(1)
-            left = value * SPEED_MARGIN - (time.perf_counter() - started) - cal.eval_seconds(eval_tokens)
-            if left <= 0:
-                raise UserError("the time budget is used up by planning and evaluation", config.train.budget,
-                                "give a longer budget (a minute or more)")
-            flops = left * rate * choice.run.flops_per_token
-            calibrations.append({"params": choice.run.params, "tokens_per_second": rate,
-                                 "flop_per_second": rate * choice.run.flops_per_token, "budget_flops": flops})
-            again = choose(flops)
-            if (again.run.spec.n_decoder_layers, again.run.spec.d_model) == (spec.n_decoder_layers, spec.d_model):
-                choice = again
-                break
-            choice = again
-        else:  # not stable after ROUNDS: keep the last calibrated shape, sized for its own speed
-            choice = _resize(calibrated, flops)
+        choice, rate, calibrations = _time_budget(value, started, choose, seq_len, precision, device, eval_tokens,
+                                                  config.train.budget)
+        flops = choice.run.budget
     overrides = planned_overrides(choice.run.spec, choice.run.tokens, seq_len)
     overrides.update({"train.budget": None, "train.law": None})
     resolved = with_overrides(config, overrides)
@@ -210,13 +194,77 @@ def plan_budget(config: RunConfig, data, device, precision: str, eval_tokens: in
     return resolved, plan
 
 
-def _resize(choice: BestShape, flops: float) -> BestShape:
-    """``choice``'s shape with the tokens ``flops`` buys (when the choice did not settle)."""
-    import dataclasses
+def _time_budget(seconds: float, started: float, choose, seq_len: int, precision: str, device, eval_tokens: int,
+                 text: str) -> tuple[BestShape, float, list[dict]]:
+    """The shape with the lowest predicted loss for what this machine computes in ``seconds``.
 
-    spec: ModelSpec = choice.run.spec
-    run = sized_run(spec, flops, spec.context)
-    return dataclasses.replace(choice, run=run)
+    FLOP/s depends on the shape (a small model's matmuls use the CPU poorly), so it is
+    measured: a few timed steps of the shape the law would pick at a first-guess rate, and
+    (for budgets of a minute or more) of shapes 4x smaller and larger; between them FLOP/s
+    is interpolated in log N (held constant outside). Each candidate then gets the tokens
+    its own rate buys in the time left; the best one is timed too if it was not, and its
+    tokens follow its own measurement.
+    """
+    from lmforge.train.calibrate import calibrate
+
+    measured: dict[int, tuple[float, float]] = {}  # params -> (tokens/s, eval seconds)
+    calibrations: list[dict] = []
+
+    def time_it(run) -> tuple[float, float]:
+        if run.params not in measured:
+            cal = calibrate(run.spec, seq_len=seq_len, micro_batch=CALIBRATION_MICRO_BATCH, precision=precision,
+                            device=device)
+            measured[run.params] = (cal.tokens_per_second(1), cal.eval_seconds(eval_tokens))
+            calibrations.append({"params": run.params, "n_layers": run.spec.n_decoder_layers,
+                                 "d_model": run.spec.d_model, "tokens_per_second": measured[run.params][0],
+                                 "flop_per_second": measured[run.params][0] * run.flops_per_token})
+        return measured[run.params]
+
+    def left(eval_seconds: float) -> float:
+        remaining = seconds * SPEED_MARGIN - (time.perf_counter() - started) - eval_seconds
+        if remaining <= 0:
+            raise UserError("the time budget is used up by planning and evaluation", text,
+                            "give a longer budget (a minute or more)")
+        return remaining
+
+    guess = choose(seconds * 5e10)  # a first guess of a CPU's FLOP/s for a small model
+    probes = [guess.run]
+    if seconds >= 60:
+        for factor in (0.25, 4.0):
+            target = guess.run.params * factor
+            shapes = candidate_shapes(guess.run.spec.vocab_size, seq_len, _style_of(guess.run.spec), target / 1.3,
+                                      target * 1.3)
+            if shapes:
+                probes.append(sized_run(shapes[len(shapes) // 2], guess.run.budget, seq_len))
+    for run in probes:
+        time_it(run)
+    eval_seconds = max(e for _, e in measured.values())
+    points = sorted((math.log(c["params"]), c["flop_per_second"]) for c in calibrations)
+
+    def flop_rate(spec: ModelSpec) -> float:
+        from lmforge.plan.specs import param_counts
+
+        x = math.log(param_counts(spec).total)
+        if x <= points[0][0]:
+            return points[0][1]
+        for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+            if x <= x1:
+                return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        return points[-1][1]
+
+    remaining = left(eval_seconds)
+    choice = choose(seconds * 5e10, flops_of=lambda spec: remaining * flop_rate(spec))
+    rate, eval_seconds = time_it(choice.run)  # the chosen shape's own speed
+    flops = left(eval_seconds) * rate * choice.run.flops_per_token
+    choice = dataclasses.replace(choice, run=sized_run(choice.run.spec, flops, seq_len))
+    if choice.run.tokens < MIN_BATCH_SEQUENCES * seq_len:
+        raise UserError("the time budget is too short to train a step", f"{text}: {choice.run.tokens:,} tokens",
+                        "give a longer budget (a minute or more)")
+    return choice, rate, calibrations
+
+
+def _style_of(spec: ModelSpec) -> str:
+    return "gpt2" if spec.positions == "learned" else "llama"
 
 
 def predicted_loss_of(config: RunConfig, spec: ModelSpec, tokens: int, tokenizer_sha256: str,

@@ -105,7 +105,8 @@ def emit_training_config(plan: Plan, law: str, path: str) -> str:
     """Write the training config for ``law``'s row of ``plan`` (YAML, atomically).
 
     """
-    name = get_law(law).name
+    names = {r.allocation.law for r in plan.rows}
+    name = law.strip().lower() if law.strip().lower() in names else get_law(law).name  # "fitted": --law's row
     row = next((r for r in plan.rows if r.allocation.law == name), None)
     if row is None:
         raise UserError("--emit-law is not among the planned laws", law, "add it to --laws or pick another")

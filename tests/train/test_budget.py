@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lmforge.data.tokenizer import train_tokenizer
 from lmforge.data.sources import iter_documents, parse_source
+from lmforge.data.tokenizer import train_tokenizer
 from lmforge.plan.flops import palm_flops_per_token
 from lmforge.train.config import load_config
 from lmforge.train.loop import train
@@ -17,7 +17,7 @@ from lmforge.train.model_setup import model_spec
 from tests.cli.cli_run import run as cli
 
 DATA = ["--data.sources", "markov=builtin:markov", "--data.vocab_size", "360", "--data.seq_len", "32",
-        "--train.precision", "fp32", "--quiet"]
+        "--train.precision", "fp32", "--train.eval_tokens", "4096", "--quiet"]
 
 
 def _law(path: Path, tokenizer_sha256: str | None, **constants) -> Path:
@@ -29,20 +29,20 @@ def _law(path: Path, tokenizer_sha256: str | None, **constants) -> Path:
 
 
 def test_a_flop_budget_trains_the_planned_shape_on_exactly_its_compute(tmp_path, capsys):
-    code, out, err = cli(capsys, "train", "--budget", "2e11", "--name", "b", "--out-dir", tmp_path, *DATA)
+    code, out, err = cli(capsys, "train", "--budget", "5e10", "--name", "b", "--out-dir", tmp_path, *DATA)
     assert code == 0, err
     run = tmp_path / "b"
     plan = json.loads((run / "plan.json").read_text())
     report = json.loads((run / "report.json").read_text())
-    assert plan["budget"]["kind"] == "flops" and plan["budget"]["flops"] == 2e11
+    assert plan["budget"]["kind"] == "flops" and plan["budget"]["flops"] == 5e10
     choice = plan["budget"]["choice"]
     config = load_config(run / "config.yaml")
     assert config.train.budget is None and config.model.n_layers == choice["n_layers"]  # the resolved run
     assert config.model.d_model == choice["d_model"] and plan["params"] == choice["params"]
     spec = model_spec(config.model, 360, 32)
     spent = report["measured"]["tokens"] * palm_flops_per_token(spec, 32)
-    assert abs(spent / 2e11 - 1) < 0.01  # within one batch of the budget
-    assert "budget 2e11: 2e+11 FLOP ->" in out
+    assert abs(spent / 5e10 - 1) < 0.01  # within one batch of the budget
+    assert "budget 5e10: 5e+10 FLOP ->" in out
     raw = yaml.safe_load((run / "config.yaml").read_text())
     assert raw["train"]["max_tokens"] == str(choice["tokens"])
 
@@ -52,7 +52,7 @@ def test_a_law_fitted_with_this_tokenizer_predicts_the_loss_and_the_report_measu
     tokenizer = train_tokenizer(iter_documents(spec), 360)
     tokenizer.save(tmp_path / "tokenizer.json")
     law = _law(tmp_path / "law.json", tokenizer.sha256)
-    code, out, err = cli(capsys, "train", "--budget", "2e11", "--law", law, "--data.tokenizer",
+    code, out, err = cli(capsys, "train", "--budget", "5e10", "--law", law, "--data.tokenizer",
                          tmp_path / "tokenizer.json", "--name", "p", "--out-dir", tmp_path, *DATA)
     assert code == 0, err
     plan = json.loads((tmp_path / "p" / "plan.json").read_text())
@@ -68,7 +68,7 @@ def test_a_law_fitted_with_this_tokenizer_predicts_the_loss_and_the_report_measu
 
 def test_a_law_fitted_with_another_tokenizer_warns_and_still_plans(tmp_path, capsys):
     law = _law(tmp_path / "law.json", "0" * 64)
-    code, out, err = cli(capsys, "train", "--budget", "2e11", "--law", law, "--name", "w", "--out-dir", tmp_path,
+    code, out, err = cli(capsys, "train", "--budget", "5e10", "--law", law, "--name", "w", "--out-dir", tmp_path,
                          *DATA)
     assert code == 0, err
     assert "warning: the law" in out and "fitted with another tokenizer" in out
@@ -80,7 +80,7 @@ def test_a_run_sized_by_tokens_predicts_its_loss_from_an_explicit_law(tmp_path):
     law = _law(tmp_path / "law.json", None)
     config = load_config(None, {"name": "t", "out_dir": str(tmp_path), "data.sources": ["markov=builtin:markov"],
                                 "data.vocab_size": 360, "data.seq_len": 32, "train.batch_tokens": 256,
-                                "train.micro_batch": 8, "train.max_tokens": "2048", "train.precision": "fp32",
+                                "train.micro_batch": 8, "train.max_tokens": "2048", "train.precision": "fp32", "train.eval_tokens": 4096,
                                 "train.law": str(law), "model.n_layers": 1})
     train(config, quiet=True, log=lambda *a, **k: None)
     plan = json.loads((tmp_path / "t" / "plan.json").read_text())
@@ -90,7 +90,7 @@ def test_a_run_sized_by_tokens_predicts_its_loss_from_an_explicit_law(tmp_path):
 def test_without_a_law_for_this_tokenizer_plan_json_says_why(tmp_path):
     config = load_config(None, {"name": "n", "out_dir": str(tmp_path), "data.sources": ["markov=builtin:markov"],
                                 "data.vocab_size": 360, "data.seq_len": 32, "train.batch_tokens": 256,
-                                "train.micro_batch": 8, "train.max_steps": 1, "train.precision": "fp32",
+                                "train.micro_batch": 8, "train.max_steps": 1, "train.precision": "fp32", "train.eval_tokens": 4096,
                                 "model.n_layers": 1})
     train(config, quiet=True, log=lambda *a, **k: None)
     plan = json.loads((tmp_path / "n" / "plan.json").read_text())
@@ -106,6 +106,7 @@ def test_without_a_law_for_this_tokenizer_plan_json_says_why(tmp_path):
     (["--budget", "1e12", "--law", "nowhere.json"], "law file not found"),
     (["--budget", "1e12", "--law", "chinchila"], "unknown law"),
     (["--budget", "1e6"], "budget too small for the smallest runnable model"),
+    (["--budget", "5s"], "--budget is too short to plan and train"),
 ])
 def test_bad_budgets_are_one_line_and_leave_nothing(tmp_path, capsys, extra, match):
     code, out, err = cli(capsys, "train", *extra, "--name", "bad", "--out-dir", tmp_path, *DATA)
