@@ -7,7 +7,7 @@ L-BFGS-B without a gradient (finite differences) from every start of the 4,500-p
 grid, the best kept, no bootstrap. The peer runs a spread subset of the grid (every
 ``--stride``-th start; 300 by default) and its time is extrapolated to 4,500 starts
 (x stride), as the output says. Both sides run with one BLAS thread (as lmforge's fit
-does; ``lmforge.scaling.blas``); the peer with the default threads is timed on
+does; threadpoolctl); the peer with the default threads is timed on
 ``--default-thread-starts`` starts too. Runs alternate; prints medians and ratios as JSON.
 
     python benchmarks/fit_chinchilla.py [--repeats 3] [--stride 15] [--bootstrap 200]
@@ -28,8 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from threadpoolctl import threadpool_limits  # noqa: E402
+
 from lmforge.scaling.approach3 import fit_approach3, full_grid  # noqa: E402
-from lmforge.scaling.blas import one_blas_thread  # noqa: E402
 from tests.scaling.chinchilla import chinchilla_points  # noqa: E402
 
 
@@ -85,7 +86,7 @@ def main() -> None:
         fit_approach3(n, d, loss, bootstrap=0)
         ours_fit_only.append(time.perf_counter() - started)
         started = time.perf_counter()
-        with one_blas_thread():
+        with threadpool_limits(limits=1, user_api="blas"):
             peer_best, peer_x = plain_grid(subset, data)
         peer.append(time.perf_counter() - started)
     started = time.perf_counter()

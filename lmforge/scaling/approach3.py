@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lmforge.errors import UserError
-from lmforge.scaling.blas import one_blas_thread
 
 DELTA = 1e-3  # Huber delta on log-loss residuals (Hoffmann et al. 2022, Sec. 3.3; Besiroglu et al. 2024)
 NAMES = ("E", "A", "B", "alpha", "beta", "a", "b", "G")  # constants, then the derived a, b, G (Eq. 4)
@@ -210,7 +209,11 @@ def fit_approach3(n, d, loss, *, bootstrap: int = 200, seed: int = 0, polish: in
     """
     started = time.perf_counter()
     data = _logs(n, d, loss)
-    with one_blas_thread():
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: L-BFGS-B calls BLAS on 5-vectors hundreds of times per fit, and idle OpenBLAS
+    # workers on busy cores made each fit ~100x slower here (threadpoolctl, as scikit-learn uses)
+    with threadpool_limits(limits=1, user_api="blas"):
         return _fit(data, bootstrap, seed, polish, n_counts, started)
 
 

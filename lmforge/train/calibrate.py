@@ -90,7 +90,8 @@ def calibrate(
     (default: random token ids, fine for the causal objective).
     """
     device = torch.device(device)
-    key = json.dumps([spec.to_dict(), seq_len, micro_batch, precision, str(device), steps, objective_name,
+    shape = {k: v for k, v in spec.to_dict().items() if k != "name"}  # the same model under another name
+    key = json.dumps([shape, seq_len, micro_batch, precision, str(device), steps, objective_name,
                       activation_checkpointing], sort_keys=True, default=str)
     if model_hook is None and key in _MEMO:
         return _MEMO[key]
