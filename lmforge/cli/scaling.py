@@ -127,8 +127,8 @@ def sweep(
     result = run_sweep(data, values, out, sizes=sizes, spread=spread, vocab_size=vocab_size, seq_len=seq_len,
                        style=style, seed=seed, quiet=quiet)
     if result.stopped is not None:
-        print_lines([f"sweep stopped at {result.stopped.name}; the same command continues it"])
+        print_lines(f"sweep stopped at {result.stopped.name}; the same command continues it")
         sys.exit(result.exit_code)
     trained = sum(not r.skipped for r in result.runs)
-    print_lines([f"sweep: {len(result.runs)} runs finished ({trained} trained now), {result.csv}",
-                 f"next: lmforge scaling fit {result.csv}"])
+    print_lines(f"sweep: {len(result.runs)} runs finished ({trained} trained now), {result.csv}",
+                f"next: lmforge scaling fit {result.csv}")

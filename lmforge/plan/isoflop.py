@@ -56,7 +56,7 @@ class SizedRun:
 
     @property
     def name(self) -> str:
-        return f"C{self.budget:.0e}-N{format_count(self.params)}".replace("+", "")
+        return f"C{self.budget:.3g}-N{format_count(self.params)}".replace("+", "")  # C1.2e12-N424K
 
 
 def _check_shape_args(vocab_size: int, seq_len: int) -> None:

@@ -27,7 +27,7 @@ from lmforge.plan.units import format_count
 STYLES: tuple[str, ...] = ("llama", "gpt2")
 TOLERANCE = 0.10  # promised relative error of the total count for n_params >= 1e7
 _TARGET_ERROR = 0.05  # shapes within this are preferred; among them the best aspect ratio
-_SMALL_TARGET_ERROR = 0.15  # under 1e7 parameters the aspect ratio matters more than the exact count
+_SMALL_TARGET_ERROR = 0.25  # under 1e7 parameters the aspect ratio matters more than the exact count
 _MIN_LAYERS = 4  # shallower shapes only when no deeper one fits
 
 
@@ -53,6 +53,7 @@ def shape_for_params(
     target_ratio = _target_ratio(n_params)
     small = n_params < 1e7
     tolerance = _SMALL_TARGET_ERROR if small else _TARGET_ERROR
+    min_layers = 2 if small else _MIN_LAYERS
     best: tuple[tuple, int, int] | None = None
     for d_model in _widths(n_params):
         one = _spec(style, d_model, 1, vocab_size, context, small=small)
@@ -64,7 +65,7 @@ def shape_for_params(
         total = base + (n_layers - 1) * per_layer
         error = abs(total / n_params - 1)
         ratio_miss = abs(math.log(d_model / n_layers / target_ratio))
-        key = (error > tolerance, n_layers < _MIN_LAYERS, ratio_miss if error <= tolerance else error)
+        key = (error > tolerance, n_layers < min_layers, ratio_miss if error <= tolerance else error)
         if best is None or key < best[0]:
             best = (key, d_model, n_layers)
         if base > n_params * (1 + tolerance):
@@ -101,7 +102,8 @@ def _widths(n_params: float) -> list[int]:
     d ~ (512 N / 12)^(1/3))."""
     top = max(512.0, (512.0 * n_params / 12.0) ** (1.0 / 3.0))
     small = [32, 48] + list(range(96, 512, 64)) if n_params < 1e7 else []  # and multiples of 32 to 480
-    widths = sorted(small + list(range(64, 1024, 64))) + list(range(1024, 4096, 256)) + list(range(4096, int(top) + 1024, 1024))
+    widths = sorted(small + list(range(64, 1024, 64))) + list(range(1024, 4096, 256))
+    widths += list(range(4096, int(top) + 1024, 1024))
     return [w for w in widths if w <= top + 1024]
 
 

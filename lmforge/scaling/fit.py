@@ -24,6 +24,7 @@ from lmforge import __version__
 from lmforge.errors import UserError
 from lmforge.fileio import write_atomic
 from lmforge.plan import fitted
+from lmforge.plan.isoflop import R_STAR, effective_tokens
 from lmforge.scaling.approach2 import Approach2Fit, fit_approach2
 from lmforge.scaling.approach3 import MIN_POINTS, Approach3Fit, fit_approach3
 from lmforge.scaling.points import SweepPoint
@@ -56,9 +57,13 @@ def n_of(points: list[SweepPoint], n_counts: str) -> np.ndarray:
 
 
 def fit_points(points: list[SweepPoint], *, n_counts: str = "params", bootstrap: int = 200,
-               seed: int = 0) -> SweepFit:
+               seed: int = 0, unique_tokens: float | None = None) -> SweepFit:
     """Approach 2 and Approach 3 on ``points`` with N counting ``n_counts``.
 
+    With ``unique_tokens`` U (the sweep's training tokens, from sweep.json), Approach 3 is
+    fitted on the effective data of runs that repeated it, D' = U + U R* (1 - exp(-R/R*))
+    (Muennighoff et al. 2023, Eq. 5; ``lmforge.plan.isoflop.effective_tokens``), so that the
+    law is L(N, D') as ``train --budget`` uses it; D' = D for runs that did not repeat.
     Approach 2 runs first (it is quick and says at once when the sweep has one budget
     only); both raise UserError for input they cannot fit.
     """
@@ -66,7 +71,7 @@ def fit_points(points: list[SweepPoint], *, n_counts: str = "params", bootstrap:
         raise UserError("fewer runs than the law has parameters", f"{len(points)} runs, 5 parameters",
                         "fit at least 5 finished runs (an IsoFLOP sweep: 2+ budgets x 3+ sizes)")
     n = n_of(points, n_counts)
-    d = np.array([p.tokens for p in points], dtype=float)
+    d = np.array([effective_tokens(p.tokens, unique_tokens) for p in points], dtype=float)
     loss = np.array([p.loss for p in points], dtype=float)
     budgets = np.array([p.budget_flops for p in points], dtype=float)
     two = fit_approach2(budgets, n, loss)
@@ -130,6 +135,9 @@ def law_record(fit3: Approach3Fit, fit2: Approach2Fit | None, meta: dict | None,
         "tokenizer": meta.get("tokenizer"),
         "data": meta.get("data"),
         "seq_len": meta.get("seq_len"),
+        "data_constrained": None if not meta.get("unique_train_tokens") else {
+            "unique_train_tokens": meta["unique_train_tokens"], "r_star": R_STAR,
+            "note": "fitted on effective tokens D' (Muennighoff et al. 2023, Eq. 5) where runs repeated the data"},
         "n_points": fit3.n_points,
         "sweep": None if sweep_path is None else str(sweep_path),
         "lmforge_version": __version__,

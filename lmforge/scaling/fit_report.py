@@ -51,6 +51,8 @@ def fit_sweep_csv(sweep_csv: str | os.PathLike, *, bootstrap: int = 200, out: st
         raise UserError("the law path is a directory", str(target), "name a file, e.g. law.json")
     if not target.parent.is_dir():
         raise UserError("the folder for the law file does not exist", str(target.parent), "create it first")
-    fit = fit_points(sweep.points, n_counts=PARAMS_FLAG[params], bootstrap=bootstrap, seed=seed)
+    unique = (sweep.meta or {}).get("unique_train_tokens")
+    fit = fit_points(sweep.points, n_counts=PARAMS_FLAG[params], bootstrap=bootstrap, seed=seed,
+                     unique_tokens=float(unique) if unique else None)
     path = write_law(target, fit.approach3, fit.approach2, sweep.meta, sweep_path=sweep.path)
     return FitReport(sweep, fit, optimal_points(fit.approach3, report_budgets(fit.budgets)), path)

@@ -115,7 +115,7 @@ def sweep(sources: Sequence[str], budgets: Sequence[float], out: str | Path, *, 
           vocab_size: int = 1024, seq_len: int = 128, style: str = "gpt2", seed: int = 0, quiet: bool = False,
           log: Callable[[str], None] = print) -> SweepResult:
     """Train the IsoFLOP grid of ``budgets`` x ``sizes`` on ``sources``; write sweep.csv."""
-    from lmforge.data.shards import prepare
+    from lmforge.data.shards import open_shards, prepare
     from lmforge.data.sources import parse_source
 
     if not sources:
@@ -132,8 +132,10 @@ def sweep(sources: Sequence[str], budgets: Sequence[float], out: str | Path, *, 
     try:
         tokenizer = _tokenizer(out, specs, vocab_size, log)
         prepare(specs, tokenizer, out / "data", seed=seed)
-        write_atomic(out / "sweep.json", json.dumps(_meta(out, sources, settings, tokenizer, budgets, sizes,
-                                                          spread), indent=2))
+        store = open_shards(out / "data", tokenizer)
+        unique = sum(len(store.tokens(s.name, "train")) for s in specs if s.weight > 0)
+        meta = _meta(out, sources, settings, tokenizer, budgets, sizes, spread)
+        write_atomic(out / "sweep.json", json.dumps({**meta, "unique_train_tokens": unique}, indent=2))
         configs = [run_config(r, out, sources, vocab_size=vocab_size, seq_len=seq_len, seed=seed) for r in grid]
         csv = out / "sweep.csv"
         done: dict[str, SweepPoint] = {}

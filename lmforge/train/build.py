@@ -20,6 +20,7 @@ from lmforge.distributed.strategies import Parallel, apply_strategy
 from lmforge.errors import UserError
 from lmforge.models.build import build_model
 from lmforge.plan.specs import ModelSpec
+from lmforge.train.budget import BudgetPlan, plan_budget, predicted_loss_of, unique_train_tokens
 from lmforge.train.calibrate import calibrate
 from lmforge.train.config import RunConfig
 from lmforge.train.data_setup import RunData, setup_data
@@ -29,7 +30,6 @@ from lmforge.train.optim import build_optimizer
 from lmforge.train.parallel_io import load_weights_from, resume_state
 from lmforge.train.peak import Peak, peak_flops
 from lmforge.train.precision import PrecisionChoice, autocast
-from lmforge.train.budget import BudgetPlan, plan_budget, predicted_loss_of, unique_train_tokens
 from lmforge.train.preflight import (
     Prediction,
     Speed,

@@ -38,7 +38,8 @@ def gpt3_hyperparameters(n_params: float) -> tuple[float, int]:
 
 SMALL_LR = 2e-3  # lmforge's tuned rate at quickstart's 1.35M parameters (tiny-gpt2, batch 4K tokens)
 SMALL_LR_MAX = 3e-3
-MIN_STEPS = 200  # a planned small run takes at least this many optimizer steps where its tokens allow
+MIN_STEPS = 100  # a planned small run takes at least this many optimizer steps where its tokens allow
+SMALL_BATCH_SEQUENCES = 32  # the batch of every small run with tokens for MIN_STEPS of it (one batch for a sweep)
 
 
 def small_model_lr(n_params: float) -> float:
@@ -53,13 +54,14 @@ def small_model_lr(n_params: float) -> float:
 
 def planned_overrides(spec: ModelSpec, n_tokens: int, seq_len: int) -> dict:
     """Config overrides that train the decoder ``spec`` on ``n_tokens`` tokens: every
-    ModelSpec field, a batch that gives at least ``MIN_STEPS`` steps (8 to 64 sequences; GPT-3's
-    from 125M), the learning rate of ``small_model_lr``, a cosine schedule over exactly the
+    ModelSpec field, a batch of 32 sequences (fewer, down to 8, where that would leave fewer
+    than ``MIN_STEPS`` steps; GPT-3's from 125M), so that the runs of a sweep differ in
+    their size and tokens, not their batch; the learning rate of ``small_model_lr``, a cosine schedule over exactly the
     run's steps with a warmup of 5% of them (at most 100), evaluations at the end only."""
     n_params = spec.n_decoder_layers * 12 * spec.d_model**2
     if param_counts(spec).total < _GPT3[0][0]:
         sequences = 2 ** int(math.log2(max(1.0, n_tokens / (seq_len * MIN_STEPS))))
-        sequences = max(8, min(64, sequences))
+        sequences = max(8, min(SMALL_BATCH_SEQUENCES, sequences))
     else:
         sequences = max(8, gpt3_hyperparameters(n_params)[1] // seq_len)
     micro = math.gcd(sequences, 16)

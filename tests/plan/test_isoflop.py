@@ -39,8 +39,8 @@ def test_sizes_are_spread_evenly_in_log_n_around_the_20x_optimum():
     assert [r.target_params for r in grid] == pytest.approx([centre * 4.0 ** t for t in (-1, -0.5, 0, 0.5, 1)])
     params = [r.params for r in grid]
     assert params == sorted(params) and len(set(params)) == 5
-    for run in grid:  # small shapes are allowed 15% off their target
-        assert abs(run.params / run.target_params - 1) <= 0.15
+    for run in grid:  # small shapes are allowed 25% off their target (their aspect ratio matters more)
+        assert abs(run.params / run.target_params - 1) <= 0.25
 
 
 def test_a_budget_too_small_names_the_one_that_would_do():

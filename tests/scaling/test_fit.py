@@ -78,3 +78,25 @@ def test_bad_sweeps():
                        3.0 + 0.01 * math.sin(i)) for i, p in enumerate(points)]
     with pytest.raises(UserError, match="the fit found no fall of the loss with"):
         fit_points(flat, bootstrap=0)
+
+
+def test_repeated_data_is_fitted_as_effective_tokens():
+    """Runs that repeat a corpus of U tokens are fitted on D' = U + U R* (1 - exp(-R / R*))
+    (Muennighoff et al. 2023, Eq. 5): points drawn from L(N, D') give the law back; fitted on
+    the raw D they would not (the loss stops falling with D once the data repeats)."""
+    from lmforge.plan.isoflop import effective_tokens
+
+    unique = 3e9
+    clean = isoflop_points(EPOCH, budgets=BUDGETS)
+    repeated = [SweepPoint(run=p.run, budget_flops=p.budget_flops, params=p.params,
+                           non_embedding_params=p.non_embedding_params, tokens=p.tokens, flops=p.flops,
+                           loss=EPOCH.E + EPOCH.A / p.params**EPOCH.alpha
+                           + EPOCH.B / effective_tokens(p.tokens, unique) ** EPOCH.beta) for p in clean]
+    assert sum(p.tokens > unique for p in repeated) >= 5  # the larger budgets repeat the data
+    aware = fit_points(repeated, bootstrap=0, unique_tokens=unique).approach3.constants
+    naive = fit_points(repeated, bootstrap=0).approach3.constants
+    assert aware["beta"] == pytest.approx(EPOCH.beta, rel=0.02) and aware["E"] == pytest.approx(EPOCH.E, rel=0.02)
+    assert abs(naive["beta"] - EPOCH.beta) > 3 * abs(aware["beta"] - EPOCH.beta)
+    record = law_record(fit_points(repeated, bootstrap=0, unique_tokens=unique).approach3, None,
+                        {**META, "unique_train_tokens": unique})
+    assert record["data_constrained"]["unique_train_tokens"] == unique
