@@ -15,6 +15,7 @@ matplotlib through its object-oriented Agg canvas, imported inside (no pyplot).
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -43,8 +44,10 @@ def _frontier_axes(ax, which: int, flops: np.ndarray, law: ParametricLaw, two: A
         power = (two.n_star, two.d_star)[which]
         ax.plot(flops, power.k * flops**power.exponent, color="tab:red", linewidth=1.5,
                 label=f"Approach 2 (C^{power.exponent:.2f})")
-        minima = [(p.budget_flops, (p.n_star, p.d_star)[which]) for p in two.profiles if p.n_star is not None]
-        ax.scatter(*zip(*minima, strict=True), color="tab:red", marker="*", s=60, zorder=3)
+        minima = [(p.budget_flops, (p.n_star, p.d_star)[which]) for p in two.profiles
+                  if p.n_star is not None and p.inside]
+        if minima:
+            ax.scatter(*zip(*minima, strict=True), color="tab:red", marker="*", s=60, zorder=3)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training compute C (FLOPs)")
@@ -54,20 +57,25 @@ def _frontier_axes(ax, which: int, flops: np.ndarray, law: ParametricLaw, two: A
 
 
 def plot_sweep(points: list[SweepPoint], out_png: str | os.PathLike, *, law: ParametricLaw,
-               n_counts: str = "params", approach2: Approach2Fit | None = None, title: str | None = None) -> Path:
+               n_counts: str = "params", approach2: Approach2Fit | None = None, title: str | None = None,
+               unique_tokens: float | None = None) -> Path:
     """Write the four panels (module docstring) to ``out_png`` atomically; return its path.
 
     ``law`` gives the frontier and the residuals; N counts ``n_counts`` ("params" or
     "non_embedding_params"). ``approach2`` None: no parabolas nor Approach-2 frontier.
+    ``unique_tokens``: the law sees the effective tokens of repeated data, as the fit did
+    (``lmforge.plan.isoflop.effective_tokens``). Minima outside a budget's sizes are not marked.
     """
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from lmforge.plan.isoflop import effective_tokens
+
     if not points:
         raise UserError("no runs to plot", 0, "pass a sweep with finished runs")
     n = np.array([p.n(n_counts) for p in points], dtype=float)
-    d = np.array([p.tokens for p in points], dtype=float)
+    d = np.array([effective_tokens(p.tokens, unique_tokens) for p in points], dtype=float)
     loss = np.array([p.loss for p in points], dtype=float)
     budget = np.array([p.budget_flops for p in points], dtype=float)
     budgets = np.unique(budget)
@@ -82,11 +90,14 @@ def plot_sweep(points: list[SweepPoint], out_png: str | os.PathLike, *, law: Par
         mine = budget == b
         iso.scatter(n[mine], loss[mine], color=colour[b], s=18, label=f"{b:.3g} FLOP", zorder=3)
         grid = np.geomspace(n[mine].min() / 1.5, n[mine].max() * 1.5, 100)
-        iso.plot(grid, [law.loss(x, b / (6 * x)) for x in grid], color=colour[b], linestyle=":", linewidth=1)
+        if mine.sum() >= 2:  # the budget's own tokens at each size: log D linear in log N through its runs
+            slope, intercept = np.polyfit(np.log(n[mine]), np.log(d[mine]), 1)
+            iso.plot(grid, [law.loss(x, math.exp(intercept + slope * math.log(x))) for x in grid],
+                     color=colour[b], linestyle=":", linewidth=1)
         profile = profiles.get(b)
         if profile is not None:
             iso.plot(grid, profile.loss_at(grid), color=colour[b], linewidth=1.2)
-            if profile.n_star is not None:
+            if profile.n_star is not None and profile.inside:
                 iso.scatter([profile.n_star], [profile.l_star], color=colour[b], marker="*", s=120,
                             edgecolors="black", zorder=4)
     iso.set_xscale("log")
@@ -135,6 +146,7 @@ def plot_sweep_csv(sweep_csv: str | os.PathLike, *, law_path: str | os.PathLike 
     without bootstrap), fit Approach 2 where the budgets allow, write the PNG (default:
     ``plot.png`` beside the CSV); return its path."""
     from lmforge.plan.fitted import from_record, read_law
+    from lmforge.plan.isoflop import effective_tokens
     from lmforge.scaling.approach2 import fit_approach2
     from lmforge.scaling.approach3 import fit_approach3
     from lmforge.scaling.fit import law_record, n_of
@@ -149,7 +161,9 @@ def plot_sweep_csv(sweep_csv: str | os.PathLike, *, law_path: str | os.PathLike 
     law = None if law_path is None else read_law(law_path)
     n_counts = "params" if law is None else law.n_counts
     n = n_of(sweep.points, n_counts)
-    d = [p.tokens for p in sweep.points]
+    unique = (sweep.meta or {}).get("unique_train_tokens")
+    unique = float(unique) if unique else None
+    d = [effective_tokens(p.tokens, unique) for p in sweep.points]
     loss = [p.loss for p in sweep.points]
     if law is None:
         law = from_record(law_record(fit_approach3(n, d, loss, bootstrap=0), None, sweep.meta), str(sweep.path))
@@ -157,4 +171,4 @@ def plot_sweep_csv(sweep_csv: str | os.PathLike, *, law_path: str | os.PathLike 
         two = fit_approach2([p.budget_flops for p in sweep.points], n, loss)
     except UserError:
         two = None
-    return plot_sweep(sweep.points, target, law=law, n_counts=n_counts, approach2=two)
+    return plot_sweep(sweep.points, target, law=law, n_counts=n_counts, approach2=two, unique_tokens=unique)

@@ -14,7 +14,7 @@ from lmforge.scaling.points import read_sweep
 from lmforge.train.checkpoint import latest_checkpoint
 from tests.cli.cli_run import run as cli
 
-GRID = ["--budgets", "2e11", "--sizes", "3", "--spread", "1.5", "--vocab-size", "360", "--seq-len", "32"]
+GRID = ["--budgets", "2e11", "--sizes", "3", "--spread", "1.5", "--vocab-size", "360", "--seq-len", "64"]
 
 
 def _argv(out: Path) -> list[str]:
@@ -31,7 +31,7 @@ def _rows(path: Path) -> int:
 
 def test_a_sweep_killed_mid_run_continues_and_skips_finished_runs(tmp_path):
     out = tmp_path / "sweep"
-    names = [r.name for r in isoflop_grid([2e11], sizes=3, spread=1.5, vocab_size=360, seq_len=32)]
+    names = [r.name for r in isoflop_grid([2e11], sizes=3, spread=1.5, vocab_size=360, seq_len=64)]
     first = subprocess.Popen(_argv(out), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     while not (_rows(out / "sweep.csv") >= 1 and latest_checkpoint(out / "runs" / names[1]) is not None):
