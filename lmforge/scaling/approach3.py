@@ -43,6 +43,11 @@ GRID_AXES = {  # Besiroglu et al. 2024 (Sec. 3) grid, order of theta: a, b, e, a
 }
 POLISH = 24  # starts run through L-BFGS-B after the pre-screen
 MIN_POINTS = 5  # five parameters
+# e = log E is kept above log(1e-4): a sweep whose sizes and tokens span too little to tell the
+# irreducible loss from the power laws drives E to zero, where exp(e) underflows; at the bound
+# the law is effectively A/N^alpha + B/D^beta (the other parameters are unbounded, as in Sec. 3)
+E_FLOOR = 1e-4
+BOUNDS = [(None, None), (None, None), (math.log(E_FLOOR), None), (None, None), (None, None)]
 
 
 def full_grid() -> np.ndarray:
@@ -110,7 +115,7 @@ def _minimize(start: np.ndarray, data: tuple, weights: np.ndarray | None = None)
         value, grad = objective_and_gradient(theta, *data, weights=weights)
         return value * scale, grad * scale
 
-    result = minimize(f, start, jac=True, method="L-BFGS-B",
+    result = minimize(f, start, jac=True, method="L-BFGS-B", bounds=BOUNDS,
                       options={"maxiter": 20000, "maxfun": 40000, "ftol": 1e-15, "gtol": 1e-9})
     return result.x, float(result.fun) / scale
 

@@ -40,7 +40,8 @@ def _frontier_axes(ax, which: int, flops: np.ndarray, law: ParametricLaw, two: A
         ax.plot(flops, values, linestyle=style, color=colour, linewidth=1.2, label=name)
     values = [law.compute_optimal(c)[which] for c in flops]
     ax.plot(flops, values, color="black", linewidth=2, label="your law (Approach 3)")
-    if two is not None:
+    inside = [] if two is None else [p for p in two.profiles if p.n_star is not None and p.inside]
+    if len(inside) >= 2:  # a frontier through minima the sweep bracketed (not extrapolated ones)
         power = (two.n_star, two.d_star)[which]
         ax.plot(flops, power.k * flops**power.exponent, color="tab:red", linewidth=1.5,
                 label=f"Approach 2 (C^{power.exponent:.2f})")

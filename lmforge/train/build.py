@@ -9,6 +9,7 @@ speed from a few timed steps of a copy of it (`lmforge.train.calibrate`).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,7 @@ def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: Precisi
     calibration and prediction, the strategy and optimizer, and the resumed state."""
     t, log, device = config.train, options.log, env.device
     run_dir = config.run_dir
+    began = time.perf_counter()  # a time budget counts from here: data, planning, training
     torch.manual_seed(t.seed)
     _early_memory_check(config, env, strategy, options)
     data = on_main(lambda: setup_data(config.data, run_dir, seed=t.seed, log=log))
@@ -111,7 +113,7 @@ def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: Precisi
         data = setup_data(config.data, run_dir, seed=t.seed, log=silent)
     budget = None
     if t.budget is not None:  # the planner sizes the run (a new run: a resumed one reads its resolved config)
-        config, budget = _plan_budget(config, data, env, precision, options, on_main)
+        config, budget = _plan_budget(config, data, env, precision, options, on_main, began)
         t = config.train
         sequences, accumulation = accumulation_of(config, env.world)
     spec = model_spec(config.model, data.tokenizer.vocab_size, config.data.seq_len)
@@ -189,14 +191,14 @@ def accumulation_of(config: RunConfig, world: int = 1) -> tuple[int, int]:
 
 
 def _plan_budget(config: RunConfig, data: RunData, env: DistEnv, precision: PrecisionChoice, options: Options,
-                 on_main: Callable) -> tuple[RunConfig, BudgetPlan]:
+                 on_main: Callable, began: float) -> tuple[RunConfig, BudgetPlan]:
     """Rank 0 plans the budget (``lmforge.train.budget``) and records the resolved run in
     config.yaml; every rank gets the same plan."""
     from lmforge.train.config import save_config
 
     def work():
         resolved, plan = plan_budget(config, data, env.device, precision.precision,
-                                     _eval_tokens(data, config.train.eval_tokens), log=options.log)
+                                     _eval_tokens(data, config.train.eval_tokens), log=options.log, started=began)
         paused = dataclasses.replace(resolved, train=dataclasses.replace(resolved.train, stop_at_step=None))
         save_config(paused, config.run_dir / "config.yaml")
         return resolved, plan
