@@ -22,6 +22,7 @@ character (nanoGPT, windows of its 64-character context) or token (lmforge,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -81,7 +82,8 @@ def score_nanogpt(checkout: Path, work: Path, held_out: str, stoi: dict) -> dict
     from model import GPT, GPTConfig  # nanoGPT's own model.py, from the checkout
 
     checkpoint = torch.load(work / "out" / "ckpt.pt", map_location="cpu", weights_only=True)
-    model = GPT(GPTConfig(**checkpoint["model_args"]))
+    with contextlib.redirect_stdout(sys.stderr):  # nanoGPT prints its parameter count; stdout is our JSON
+        model = GPT(GPTConfig(**checkpoint["model_args"]))
     state = {k.removeprefix("_orig_mod."): v for k, v in checkpoint["model"].items()}
     model.load_state_dict(state)
     model.eval()
@@ -108,8 +110,9 @@ def run_lmforge(out: Path, seconds: float, vocab: int) -> dict:
                "0", "--data.max-epochs", "1000", "--name", "lmforge", "--out-dir", str(out), "--quiet"]
     subprocess.run(command, check=True, stdout=open(out / "lmforge.log", "w"), stderr=subprocess.STDOUT)
     wall = time.perf_counter() - started
-    held = subprocess.run(["lmforge", "eval", str(out / "lmforge"), "--data", f"held_out={out / 'held_out.txt'}?whole=1",
-                           "--max-tokens", "10000000", "--json"], check=True, capture_output=True, text=True)
+    held_out = f"held_out={out / 'held_out.txt'}?whole=1"
+    held = subprocess.run(["lmforge", "eval", str(out / "lmforge"), "--data", held_out, "--max-tokens", "10000000",
+                           "--json"], check=True, capture_output=True, text=True)
     result = json.loads(held.stdout)
     source = result["sources"]["held_out"] if "sources" in result else result["held_out"]
     plan = json.loads((out / "lmforge" / "plan.json").read_text())

@@ -80,8 +80,8 @@ def test_a_run_sized_by_tokens_predicts_its_loss_from_an_explicit_law(tmp_path):
     law = _law(tmp_path / "law.json", None)
     config = load_config(None, {"name": "t", "out_dir": str(tmp_path), "data.sources": ["markov=builtin:markov"],
                                 "data.vocab_size": 360, "data.seq_len": 32, "train.batch_tokens": 256,
-                                "train.micro_batch": 8, "train.max_tokens": "2048", "train.precision": "fp32", "train.eval_tokens": 4096,
-                                "train.law": str(law), "model.n_layers": 1})
+                                "train.micro_batch": 8, "train.max_tokens": "2048", "train.precision": "fp32",
+                                "train.eval_tokens": 4096, "train.law": str(law), "model.n_layers": 1})
     train(config, quiet=True, log=lambda *a, **k: None)
     plan = json.loads((tmp_path / "t" / "plan.json").read_text())
     assert plan["loss"] == pytest.approx(1.2 + 40.0 / plan["params"] ** 0.3 + 60.0 / plan["tokens"] ** 0.3, rel=1e-3)
@@ -90,8 +90,8 @@ def test_a_run_sized_by_tokens_predicts_its_loss_from_an_explicit_law(tmp_path):
 def test_without_a_law_for_this_tokenizer_plan_json_says_why(tmp_path):
     config = load_config(None, {"name": "n", "out_dir": str(tmp_path), "data.sources": ["markov=builtin:markov"],
                                 "data.vocab_size": 360, "data.seq_len": 32, "train.batch_tokens": 256,
-                                "train.micro_batch": 8, "train.max_steps": 1, "train.precision": "fp32", "train.eval_tokens": 4096,
-                                "model.n_layers": 1})
+                                "train.micro_batch": 8, "train.max_steps": 1, "train.precision": "fp32",
+                                "train.eval_tokens": 4096, "model.n_layers": 1})
     train(config, quiet=True, log=lambda *a, **k: None)
     plan = json.loads((tmp_path / "n" / "plan.json").read_text())
     assert plan["loss"] is None and plan["loss_source"]
