@@ -218,3 +218,15 @@ def test_plan_emits_a_training_config(tmp_path, capsys):
     missing = str(tmp_path / "x" / "y.yaml")
     code, _, err = run(capsys, "plan", "--flops", "1e18", "--laws", "20x", "--emit-config", missing)
     assert code == 2 and "does not exist" in err
+
+
+def test_plan_emits_the_config_of_a_fitted_law(tmp_path, capsys):
+    """--emit-law fitted takes the row of --law's law.json (here lmforge's shipped pydocs fit)."""
+    from lmforge.train.budget import DEFAULT_LAW
+    from lmforge.train.config import load_config
+
+    path = tmp_path / "run.yaml"
+    data = run_json(capsys, "plan", "--flops", "1e21", "--laws", "20x", "--law", str(DEFAULT_LAW), "--emit-config",
+                    str(path), "--emit-law", "fitted")
+    fitted = next(row for row in data["laws"] if row["law"] == "fitted")
+    assert int(load_config(path).train.max_tokens) == int(fitted["n_tokens"])
