@@ -22,6 +22,21 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+def save_figure(figure, path: str | os.PathLike) -> Path:
+    """A matplotlib figure as a PNG at ``path``, atomically (a temp file beside it, then
+    rename); return the path. The figure's own ``savefig`` writes; nothing is imported here."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        figure.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def remove_stale_temp_files(directory: Path) -> list[Path]:
     """Delete the ``.NAME.tmp-PID`` files in ``directory`` (writes killed half-way); the
     caller holds the directory's lock (`lmforge.dirlock`), so no live process writes them."""

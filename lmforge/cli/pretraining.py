@@ -156,18 +156,11 @@ def train(
     if data:
         values["data.sources"] = data
         names["data.sources"] = "--data"
-    if name is not None:
-        values["name"] = name
-        names["name"] = "--name"
-    if tokens is not None:
-        values["train.max_tokens"] = tokens
-        names["train.max_tokens"] = "--tokens"
-    if budget is not None:
-        values["train.budget"] = budget
-        names["train.budget"] = "--budget"
-    if law is not None:
-        values["train.law"] = law
-        names["train.law"] = "--law"
+    for key, flag, value in (("name", "--name", name), ("train.max_tokens", "--tokens", tokens),
+                             ("train.budget", "--budget", budget), ("train.law", "--law", law)):
+        if value is not None:
+            values[key] = value
+            names[key] = flag
     if init_from is not None and config is None:  # start from what the source run was
         from lmforge.train.continuation import continuation
 

@@ -46,13 +46,8 @@ def fit_sweep_csv(sweep_csv: str | os.PathLike, *, bootstrap: int = 200, out: st
     if params not in PARAMS_FLAG:
         raise UserError("unknown --params", params, "choose total or non-embedding")
     sweep = read_sweep(sweep_csv)
-    target = sweep.path.with_name("law.json") if out is None else Path(out)
-    if target.is_dir():
-        raise UserError("the law path is a directory", str(target), "name a file, e.g. law.json")
-    if not target.parent.is_dir():
-        raise UserError("the folder for the law file does not exist", str(target.parent), "create it first")
-    unique = (sweep.meta or {}).get("unique_train_tokens")
+    target = sweep.output(out, "law.json", "law", "name a file, e.g. law.json", "law file")
     fit = fit_points(sweep.points, n_counts=PARAMS_FLAG[params], bootstrap=bootstrap, seed=seed,
-                     unique_tokens=float(unique) if unique else None)
+                     unique_tokens=sweep.unique_tokens)
     path = write_law(target, fit.approach3, fit.approach2, sweep.meta, sweep_path=sweep.path)
     return FitReport(sweep, fit, optimal_points(fit.approach3, report_budgets(fit.budgets)), path)

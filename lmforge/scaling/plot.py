@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.errors import UserError
-from lmforge.fileio import temp_path
+from lmforge.fileio import save_figure
 from lmforge.plan.laws import ParametricLaw, get_law
 from lmforge.scaling.approach2 import Approach2Fit
 from lmforge.scaling.points import SweepPoint
@@ -130,15 +130,7 @@ def plot_sweep(points: list[SweepPoint], out_png: str | os.PathLike, *, law: Par
     fig.suptitle(heading + ("" if approach2 else "   (Approach 2: too few budgets)"), fontsize=10)
     fig.tight_layout()
 
-    out_png = Path(out_png)
-    tmp = temp_path(out_png.with_suffix(".png"))
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, out_png)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def plot_sweep_csv(sweep_csv: str | os.PathLike, *, law_path: str | os.PathLike | None = None,
@@ -154,16 +146,11 @@ def plot_sweep_csv(sweep_csv: str | os.PathLike, *, law_path: str | os.PathLike 
     from lmforge.scaling.points import read_sweep
 
     sweep = read_sweep(sweep_csv)
-    target = sweep.path.with_name("plot.png") if out is None else Path(out)
-    if target.is_dir():
-        raise UserError("the plot path is a directory", str(target), "name a .png file")
-    if not target.parent.is_dir():
-        raise UserError("the folder for the plot does not exist", str(target.parent), "create it first")
+    target = sweep.output(out, "plot.png", "plot", "name a .png file", "plot")
     law = None if law_path is None else read_law(law_path)
     n_counts = "params" if law is None else law.n_counts
     n = n_of(sweep.points, n_counts)
-    unique = (sweep.meta or {}).get("unique_train_tokens")
-    unique = float(unique) if unique else None
+    unique = sweep.unique_tokens
     d = [effective_tokens(p.tokens, unique) for p in sweep.points]
     loss = [p.loss for p in sweep.points]
     if law is None:

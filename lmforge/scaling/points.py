@@ -68,6 +68,22 @@ class Sweep:
     unfinished: int
     meta: dict | None
 
+    @property
+    def unique_tokens(self) -> float | None:
+        """The sweep's unique training tokens (sweep.json), for the effective tokens of repeats."""
+        value = (self.meta or {}).get("unique_train_tokens")
+        return float(value) if value else None
+
+    def output(self, out: str | os.PathLike | None, default: str, what: str, fix: str, folder_of: str) -> Path:
+        """Where a file made from the sweep goes: ``out``, or ``default`` beside the CSV;
+        UserError when it is a directory (``fix``) or its folder does not exist."""
+        target = self.path.with_name(default) if out is None else Path(out)
+        if target.is_dir():
+            raise UserError(f"the {what} path is a directory", str(target), fix)
+        if not target.parent.is_dir():
+            raise UserError(f"the folder for the {folder_of} does not exist", str(target.parent), "create it first")
+        return target
+
 
 def _cell(value: float | str | None) -> str:
     """'' for None, a whole number without '.0', else the shortest repr of the float."""

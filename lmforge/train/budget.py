@@ -137,7 +137,7 @@ def check_budget_config(config: RunConfig, flag=lambda key: key) -> None:
 
 
 def _style(config: RunConfig) -> str:
-    return "gpt2" if get_preset(config.model.preset).spec.positions == "learned" else "llama"
+    return _style_of(get_preset(config.model.preset).spec)
 
 
 def unique_train_tokens(data) -> int:

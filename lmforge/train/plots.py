@@ -10,11 +10,11 @@ through its object-oriented Agg canvas (no pyplot, no global backend switch).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from lmforge.errors import UserError
+from lmforge.fileio import save_figure
 
 EVAL_KEYS = ("eval_loss", "val_loss")  # and "<key>/<source>" per source
 
@@ -79,7 +79,7 @@ def plot_loss(
     title: str | None = None,
     references: Mapping[str, float] | None = None,
 ) -> Path:
-    """Write the loss curves to ``out_png`` atomically (temp file + ``os.replace``); return the path.
+    """Write the loss curves to ``out_png`` atomically (``lmforge.fileio.save_figure``); return the path.
 
     ``references``: horizontal lines, e.g. ``{"predicted (Chinchilla)": 2.9, "entropy
     rate": 1.21}``. When ``tokens`` is logged (at two or more steps), x is tokens seen
@@ -118,16 +118,7 @@ def plot_loss(
     ax.set_title(f"{heading} (last {curves[0][0]} loss {final:.3f})", fontsize=10)
     fig.tight_layout()
 
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.stem}.tmp-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, out_png)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out_png
+    return save_figure(fig, out_png)
 
 
 def _is_num(x: object) -> bool:
