@@ -4,7 +4,7 @@ The last 10% of ../shared/corpora/tinyshakespeare.txt (cut at a line break) is h
 A 4,096-token BPE tokenizer and a GPT-2-style decoder (6 layers, d_model 256, 8 heads,
 context 256, tied embeddings; the model of benchmarks/quality_tinyshakespeare.py) are
 trained on the rest for a fixed number of steps. Then, each written with
-`write_quantized_run` and loaded back with `load_any_run` (what `lmforge quantize` /
+`write_quantized_run` and loaded back with `load_run` (what `lmforge quantize` /
 `generate` / `eval` do), scored on every held-out token:
 
 - bf16, int8 (absmax, and MSE scales), int4 group 32 (absmax, MSE) and group 128;
@@ -42,14 +42,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
 from lmforge.quantize.convert import make_scheme, model_bytes, quantize_model  # noqa: E402
-from lmforge.quantize.load import load_any_run  # noqa: E402
 from lmforge.quantize.modules import Int4Linear, Int8Linear  # noqa: E402
 from lmforge.quantize.qat import qat_hook  # noqa: E402
 from lmforge.quantize.quality import calibration_stream, evaluate, input_importance  # noqa: E402
 from lmforge.quantize.write import write_quantized_run  # noqa: E402
+from lmforge.runs import load_run  # noqa: E402
 from lmforge.train.config import load_config  # noqa: E402
 from lmforge.train.loop import train  # noqa: E402
-from lmforge.train.run_dir import load_run  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinyshakespeare.txt"
 MODEL = {"model.preset": "tiny-gpt2", "model.n_layers": 6, "model.d_model": 256, "model.n_heads": 8,
@@ -96,7 +95,7 @@ def measure(source_dir: Path, label: str, scheme_args: tuple, stream: np.ndarray
     model = quantize_model(source.model, scheme, importance if scheme.scale_method == "mse" else None)
     target = out / f"q-{source_dir.name}-{label}"
     write_quantized_run(source, model, scheme, target, force=True)
-    loaded = load_any_run(target)
+    loaded = load_run(target)
     result = evaluate(loaded.model, loaded, {"held_out": stream})
     return {"label": label, "source": source_dir.name, "file_bytes": (target / "model.safetensors").stat().st_size,
             "memory_bytes": model_bytes(loaded.model), "loss": round(result.loss, 5),

@@ -3,7 +3,7 @@
 Two GPT-2-shaped decoders with random weights (speed does not depend on what was learned):
 "small" (6 layers, d_model 384, 6 heads, vocab 8192; the model of generate_speed.py) and
 "base" (12 layers, d_model 768, 12 heads, vocab 8192; GPT-2 small's body). Each contender
-is made from the same fp32 model by `quantize_model` and set up as `load_any_run` does
+is made from the same fp32 model by `quantize_model` and set up as `load_run` does
 (`lmforge.quantize.paths`: the compute dtype and each quantized linear's path chosen by
 measurement on this machine; int4 on the kernel path re-laid in PyTorch's blocked layout).
 Embeddings and head stay 16-bit (the default of `lmforge quantize`) unless the name says ``-all``.

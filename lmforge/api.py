@@ -29,9 +29,9 @@ def generate(run_dir_or_model, prompts, *, tokenizer=None, config=None, on_token
         config = GenerateConfig.from_yaml(config)
     config = config.replace(**settings)
     if isinstance(run_dir_or_model, (str, Path)):
-        from lmforge.quantize.load import load_any_run
+        from lmforge.runs import load_run
 
-        run = load_any_run(run_dir_or_model)  # a quantized run directory too
+        run = load_run(run_dir_or_model)  # a quantized run directory too
         model, tokenizer = run.model, tokenizer or run.tokenizer
     else:
         model = run_dir_or_model

@@ -40,7 +40,7 @@ def run_quickstart(out_dir: Path, name: str, *, minutes: float = 2.0, quiet: boo
     """Train, evaluate and sample; print where everything went."""
     from lmforge.errors import check_positive
     from lmforge.generate.sample import sample
-    from lmforge.train.run_dir import load_run
+    from lmforge.runs import load_run
 
     check_positive("--minutes", minutes, upper=24 * 60)
     name = free_run_dir(out_dir, name)

@@ -78,9 +78,9 @@ def generate(
         raise UserError("no prompt given", None, "pass --prompt TEXT or --prompt-file PATH")
 
     from lmforge.generate.engine import generate as run_generation
-    from lmforge.quantize.load import load_any_run
+    from lmforge.runs import load_run
 
-    run = load_any_run(Path(run_dir))
+    run = load_run(Path(run_dir))
     if run.spec.family == "encoder":
         raise UserError("an encoder does not generate text", run_dir, "use lmforge fill-mask with this run")
     decoder = run.spec.family == "decoder"
@@ -156,9 +156,9 @@ def fill_mask(run_dir: str, text: str, /, *, top_k: int = 5, json: bool = False)
         lmforge fill-mask runs/bert "The capital of France is <mask>."
     """
     from lmforge.generate.fill_mask import fill_mask as fill
-    from lmforge.quantize.load import load_any_run
+    from lmforge.runs import load_run
 
-    run = load_any_run(Path(run_dir))
+    run = load_run(Path(run_dir))
     results = fill(run.model, run.tokenizer, text, top_k)
     if json:
         print_json([[{"token": c.token, "id": c.token_id, "probability": c.probability} for c in r] for r in results])

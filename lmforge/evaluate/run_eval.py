@@ -14,7 +14,7 @@ import torch
 
 from lmforge.data.sources import iter_documents, parse_source
 from lmforge.data.tokenizer import Tokenizer
-from lmforge.quantize.load import load_any_run
+from lmforge.runs import load_run
 from lmforge.train.objective import EVAL_SEED_OFFSET, Objective, resolve_objective
 from lmforge.train.validation import EvalResult, combine, evaluate_objective, evaluate_stream
 
@@ -36,7 +36,7 @@ def token_stream(tokenizer: Tokenizer, documents, max_tokens: int) -> np.ndarray
 def evaluate_run(run_dir: Path, data: list[str] | None = None, *, max_tokens: int | None = None,
                  batch_size: int = 8) -> dict[str, EvalResult]:
     """Per-source results and their token-weighted total ("all"); quantized runs too."""
-    run = load_any_run(run_dir)
+    run = load_run(run_dir)
     limit = max_tokens or DEFAULT_MAX_TOKENS
     token_bytes = torch.tensor(run.tokenizer.token_bytes(), dtype=torch.long)
     seq_len = run.config.data.seq_len

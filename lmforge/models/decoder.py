@@ -20,7 +20,15 @@ from torch.utils.checkpoint import checkpoint
 
 from lmforge.errors import UserError
 from lmforge.models.kv_cache import KVCache, check_total_mask, positions_from_mask
-from lmforge.models.layers import DecoderBlock, additive_mask, attention_dtype, init_weights, make_norm, rotary_cos_sin
+from lmforge.models.layers import (
+    TransformerLayer,
+    additive_mask,
+    attention_dtype,
+    init_weights,
+    make_norm,
+    rotary_cos_sin,
+    tie_output,
+)
 from lmforge.plan.specs import ModelSpec
 
 IGNORE_INDEX = -100  # targets equal to this add nothing to the loss
@@ -29,7 +37,7 @@ IGNORE_INDEX = -100  # targets equal to this add nothing to the loss
 class DecoderLM(nn.Module):
     """Causal language model: embeddings -> pre-norm blocks -> final norm -> vocab logits.
 
-    Attributes: ``spec``; ``blocks`` (nn.ModuleList of `DecoderBlock`, the unit to wrap
+    Attributes: ``spec``; ``blocks`` (nn.ModuleList of pre-norm `TransformerLayer`, the unit to wrap
     for FSDP / activation checkpointing); ``gradient_checkpointing`` (bool, default False:
     when True and gradients are enabled, each block is recomputed in backward through
     ``torch.utils.checkpoint`` with ``use_reentrant=False``).
@@ -42,7 +50,7 @@ class DecoderLM(nn.Module):
         self.tok_emb = nn.Embedding(spec.vocab_size, d)
         self.pos_emb = nn.Embedding(spec.context + spec.position_offset, d) if spec.positions == "learned" else None
         self.emb_norm = make_norm(spec) if spec.embedding_norm else nn.Identity()
-        self.blocks = nn.ModuleList(DecoderBlock(spec) for _ in range(spec.n_decoder_layers))
+        self.blocks = nn.ModuleList(TransformerLayer(spec, pre_norm=True) for _ in range(spec.n_decoder_layers))
         self.final_norm = make_norm(spec) if spec.final_norm else nn.Identity()
         self.lm_head = nn.Linear(d, spec.vocab_size, bias=False)
         self.gradient_checkpointing = False
@@ -54,7 +62,7 @@ class DecoderLM(nn.Module):
 
         Call again after ``to_empty`` (which makes separate tensors of shared ones)."""
         if self.spec.tied_embeddings:
-            self.lm_head.weight = self.tok_emb.weight
+            tie_output(self.tok_emb, self.lm_head)
 
     def init_weights(self) -> None:
         """GPT-2 initialisation (see `lmforge.models.layers.init_weights`); re-ties the head.
@@ -133,12 +141,13 @@ class DecoderLM(nn.Module):
             mask = additive_mask(  # (B|1, 1, T, past + T) | None
                 key_mask, T, causal=True, dtype=attention_dtype(x), k_len=past + T, device=idx.device
             )
+        is_causal = mask is None and past == 0  # else the mask (or one query after the cache) says it
         for i, block in enumerate(self.blocks):
             layer_cache = cache.self_attn[i] if cache is not None else None
             if self.gradient_checkpointing and torch.is_grad_enabled() and cache is None:
-                x = checkpoint(block, x, rope, None, mask, use_reentrant=False)
+                x = checkpoint(block, x, mask, None, None, rope, is_causal, use_reentrant=False)
             else:
-                x = block(x, rope, layer_cache, mask)
+                x = block(x, mask, rope=rope, is_causal=is_causal, cache=layer_cache)
         x = self.final_norm(x)
         logits = self.lm_head(x)  # (B, T, V)
         if targets is None:

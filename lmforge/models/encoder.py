@@ -39,6 +39,7 @@ from lmforge.models.layers import (
     init_weights,
     make_norm,
     rotary_cos_sin,
+    tie_output,
 )
 from lmforge.models.relative_position import RelativePositionBias
 from lmforge.plan.specs import ModelSpec
@@ -267,7 +268,7 @@ class EncoderLM(nn.Module):
         """Share the token embedding with the MLM head's output projection (when tied).
         Call again after ``to_empty``."""
         if self.head is not None and self.spec.tied_embeddings:
-            self.head.out.weight = self.tok_emb.weight
+            tie_output(self.tok_emb, self.head.out)
 
     def init_weights(self) -> None:
         """BERT initialisation (or T5's for relative positions), MLM output bias 0; re-ties."""

@@ -33,6 +33,7 @@ from lmforge.models.encoder import (
     token_loss,
 )
 from lmforge.models.kv_cache import KVCache, check_total_mask
+from lmforge.models.layers import tie_output
 from lmforge.plan.specs import ModelSpec
 
 
@@ -72,7 +73,7 @@ class EncoderDecoderLM(nn.Module):
     def tie_weights(self) -> None:
         """Share the token embedding with the output head (when tied); again after ``to_empty``."""
         if self.spec.tied_embeddings:
-            self.lm_head.weight = self.tok_emb.weight
+            tie_output(self.tok_emb, self.lm_head)
 
     def init_weights(self) -> None:
         """T5's initialisation for relative positions, else BART's N(0, 0.02); re-ties the head."""

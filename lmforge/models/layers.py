@@ -109,61 +109,6 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 # ---- attention ----------------------------------------------------------------------------
 
 
-class CausalSelfAttention(nn.Module):
-    """Causal multi-head / grouped-query self-attention through ``scaled_dot_product_attention``.
-
-    One fused projection produces q (h heads), k and v (g kv heads each); query head i
-    reads kv head ``i // (h / g)`` (Ainslie et al. 2023, Sec. 2). Rows of ``qkv.weight``:
-    [q: h*k | k: g*k | v: g*k]. Parameters: d*h*k + 2*d*g*k + h*k*d (+ h*k + 2*g*k + d
-    with biases), as ``lmforge.plan.specs.attention_params`` counts.
-    """
-
-    def __init__(self, spec: ModelSpec):
-        super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = spec.n_heads, spec.kv_heads, spec.d_head
-        self.rotary = spec.positions == "rotary"
-        q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        self.qkv = nn.Linear(spec.d_model, q_dim + 2 * kv_dim, bias=spec.bias)
-        self.proj = nn.Linear(q_dim, spec.d_model, bias=spec.bias)  # residual projection
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache: LayerKV | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """``x`` (B, T, C). ``cache``: this layer's `LayerKV`; the new keys/values are appended
-        and the queries attend to all stored ones. ``mask``: additive (B|1, 1, T, T_keys), needed
-        whenever T > 1 queries follow cached keys or keys are padded (see `additive_mask`);
-        without one, attention is causal when there are as many keys as queries, else unmasked
-        (one new query after the cache sees every key)."""
-        B, T, _ = x.shape  # (B, T, C)
-        h, g, k = self.n_heads, self.n_kv_heads, self.head_dim
-        q, kk, v = self.qkv(x).split((h * k, g * k, g * k), dim=-1)
-        q = q.view(B, T, h, k).transpose(1, 2)  # (B, h, T, k)
-        kk = kk.view(B, T, g, k).transpose(1, 2)  # (B, g, T, k)
-        v = v.view(B, T, g, k).transpose(1, 2)  # (B, g, T, k)
-        if self.rotary:
-            cos, sin = (t.to(q.dtype) for t in rope)
-            q, kk = apply_rotary(q, cos, sin), apply_rotary(kk, cos, sin)
-        if cache is not None:
-            kk, v = cache.update(kk, v)  # (B, g, T_keys, k) each
-        if mask is not None:
-            mask = _mask_to(mask, q.dtype)
-        is_causal = mask is None and kk.shape[2] == T
-        if g == h:
-            y = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask, is_causal=is_causal)
-        elif SDPA_HAS_GQA:
-            y = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
-        else:  # torch < 2.5: expand the kv heads to h
-            kk = kk.repeat_interleave(h // g, dim=1)  # (B, h, T_keys, k)
-            v = v.repeat_interleave(h // g, dim=1)
-            y = F.scaled_dot_product_attention(q, kk, v, attn_mask=mask, is_causal=is_causal)
-        y = y.transpose(1, 2).reshape(B, T, h * k)  # (B, T, h*k)
-        return self.proj(y)  # (B, T, C)
-
-
 def attention_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the attention scores will have for activations ``x``: the autocast dtype
     when autocast is on for ``x``'s device, else ``x.dtype``."""
@@ -220,8 +165,10 @@ def _mask_to(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head / grouped-query attention, bidirectional, causal or cross, with an additive mask.
 
-    Self-attention (``cross=False``) fuses q, k, v in ``qkv`` (rows [q: h*k | k: g*k |
-    v: g*k], as `CausalSelfAttention`); cross-attention (Vaswani et al. 2017, Sec. 3.2.3:
+    The only attention class: decoder-only models, encoders and both stacks of an
+    encoder-decoder use it, so each layout has one set of weight names. Self-attention
+    (``cross=False``) fuses q, k, v in ``qkv`` (rows [q: h*k | k: g*k | v: g*k]; query head
+    i reads kv head ``i // (h / g)``, Ainslie et al. 2023, Sec. 2); cross-attention (Vaswani et al. 2017, Sec. 3.2.3:
     queries from the decoder, keys and values from the encoder output) has ``q`` and ``kv``
     (rows [k: g*k | v: g*k]). Both hold exactly ``attention_params(spec)`` weights.
     ``scale``: the factor on q.k; None = 1/sqrt(head_dim) (Vaswani et al. 2017, Eq. 1);
@@ -292,6 +239,14 @@ class Attention(nn.Module):
         return self.proj(y)  # (B, Tq, C)
 
 
+def tie_output(embedding: nn.Module, head: nn.Module | None) -> None:
+    """Make the output projection ``head`` share the token ``embedding``'s Parameter, when
+    both are plain (or fake-quantized) Embedding / Linear modules. A quantized pair
+    (``lmforge.quantize``) already shares its buffers and is left alone."""
+    if isinstance(embedding, nn.Embedding) and isinstance(head, nn.Linear):
+        head.weight = embedding.weight
+
+
 # ---- MLPs ----------------------------------------------------------------------------------
 
 
@@ -331,28 +286,6 @@ class MLP(nn.Module):
 # ---- the layer ------------------------------------------------------------------------------
 
 
-class DecoderBlock(nn.Module):
-    """Pre-norm decoder layer (GPT-2, Radford et al. 2019, Sec. 2.3; Llama):
-    x + attn(norm1(x)), then + mlp(norm2(x))."""
-
-    def __init__(self, spec: ModelSpec):
-        super().__init__()
-        self.norm1 = make_norm(spec)
-        self.attn = CausalSelfAttention(spec)
-        self.norm2 = make_norm(spec)
-        self.mlp = MLP(spec)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache: LayerKV | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), rope, cache, mask)  # (B, T, C)
-        return x + self.mlp(self.norm2(x))
-
-
 def init_weights(module: nn.Module, n_layers: int, std: float = 0.02, *, scale_residual: bool = True) -> None:
     """GPT-2 initialisation (Radford et al. 2019, Sec. 2.3; nanoGPT): every linear and
     embedding weight ~ N(0, std); the residual projections (attention out, MLP down)
@@ -374,12 +307,14 @@ def init_weights(module: nn.Module, n_layers: int, std: float = 0.02, *, scale_r
 
 
 class TransformerLayer(nn.Module):
-    """Encoder layer, or decoder layer of an encoder-decoder (``cross=True``): self-attention,
-    [cross-attention,] MLP, each a residual sub-layer with its own norm.
+    """The one transformer layer: a decoder-only model's block (``pre_norm=True``, causal),
+    an encoder layer, or a decoder layer of an encoder-decoder (``cross=True``):
+    self-attention, [cross-attention,] MLP, each a residual sub-layer with its own norm.
 
     ``pre_norm=False`` (post-LN: original Transformer, Vaswani et al. 2017, Sec. 3.1; BERT,
     Devlin et al. 2019; BART, Lewis et al. 2020): ``x = norm(x + sublayer(x))``.
-    ``pre_norm=True`` (T5, Raffel et al. 2020, Sec. 2.1; Xiong et al. 2020):
+    ``pre_norm=True`` (GPT-2, Radford et al. 2019, Sec. 2.3; Llama; T5, Raffel et al. 2020,
+    Sec. 2.1; Xiong et al. 2020):
     ``x = x + sublayer(norm(x))``. Norms: ``norm1`` (self-attention), ``norm_cross``,
     ``norm2`` (MLP); weights as ``layer_params(spec, cross)`` counts.
     """

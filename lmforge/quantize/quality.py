@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from lmforge.errors import UserError
+from lmforge.runs import LoadedRun
 from lmforge.train.objective import EVAL_SEED_OFFSET, Objective, resolve_objective
-from lmforge.train.run_dir import LoadedRun
 from lmforge.train.validation import EvalResult, combine, evaluate_objective, evaluate_stream
 
 DEFAULT_EVAL_TOKENS = 65_536  # per source: a few seconds on a CPU for a small model

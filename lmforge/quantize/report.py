@@ -2,7 +2,7 @@
 
 Before and after are measured the same way: the bytes of ``model.safetensors`` on disk
 (all of it, header included), the bytes of every parameter and buffer of the model once
-loaded (``load_any_run``; shared tensors once), the planner's prediction
+loaded (``load_run``; shared tensors once), the planner's prediction
 (``lmforge.plan.storage.weight_bytes``, what ``lmforge memory`` prints), and quality on
 the same held-out tokens (`lmforge.quantize.quality`).
 """
@@ -18,9 +18,10 @@ import torch
 from lmforge.errors import UserError, check_whole
 from lmforge.plan.storage import weight_bytes
 from lmforge.quantize.convert import Scheme, dequantize_model, make_scheme, model_bytes, quantize_model
-from lmforge.quantize.load import load_any_run, read_quantization, scheme_of
+from lmforge.quantize.load import read_quantization, scheme_of
 from lmforge.quantize.quality import DEFAULT_EVAL_TOKENS, evaluate, held_out_streams, input_importance
 from lmforge.quantize.write import check_out, default_out, write_quantized_run
+from lmforge.runs import load_run
 from lmforge.train.validation import EvalResult
 
 
@@ -81,7 +82,7 @@ def quantize_run(run_dir: str | Path, precision: str, *, group_size: int | None 
                         "quantize these weights again (errors add up)")
     out = Path(out) if out is not None else default_out(run_dir, scheme)
     check_out(out, run_dir, force)
-    source = load_any_run(run_dir, layout="plain")
+    source = load_run(run_dir, layout="plain")
     before_scheme = scheme_of(info) if info is not None else make_scheme("fp32")
     before_label = before_scheme.label
     before_memory = model_bytes(source.model)
@@ -101,7 +102,7 @@ def quantize_run(run_dir: str | Path, precision: str, *, group_size: int | None 
                                                          "tokens": int(sum(len(s) for s in streams.values()))},
     })
     model = source.model = None  # free the float weights before loading the written run
-    loaded = load_any_run(written)
+    loaded = load_run(written)
     after = evaluate(loaded.model, loaded, streams)
     layouts = {getattr(m, "layout", None) for m in loaded.model.modules()} - {None}
     int4_layout = None if scheme.precision != "int4" else ("cpu-int4pack" if "cpu-int4pack" in layouts else "plain")

@@ -27,8 +27,8 @@ from lmforge.errors import UserError
 from lmforge.quantize.convert import QUANTIZED_MODULES, Scheme
 from lmforge.quantize.load import QUANT_FILE, QUANT_FORMAT
 from lmforge.quantize.store import save_tensors
+from lmforge.runs import LoadedRun
 from lmforge.train.config import save_config
-from lmforge.train.run_dir import LoadedRun
 
 
 def sha256_of(path: Path) -> str:

@@ -8,10 +8,9 @@ import torch
 from lmforge.api import generate
 from lmforge.generate.fill_mask import fill_mask
 from lmforge.quantize.convert import model_bytes
-from lmforge.quantize.load import load_any_run
 from lmforge.quantize.modules import Int4Linear, Int8Linear, QuantizedEmbedding
 from lmforge.quantize.report import quantize_run
-from lmforge.train.run_dir import load_run
+from lmforge.runs import load_run
 
 PRESETS = ["tiny-gpt2", "tiny-llama", "tiny-bert", "tiny-t5", "tiny-bart"]
 SCHEMES = [("bf16", None, True), ("int8", None, True), ("int4", 32, True), ("int4", 32, False)]
@@ -28,7 +27,7 @@ def _logits(model, family: str, ids: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_quantize_load_and_run_every_family(preset, tiny_runs, tmp_path):
-    """For each scheme: the written run loads through load_any_run with exactly the planner's bytes (as
+    """For each scheme: the written run loads through load_run with exactly the planner's bytes (as
     loaded here: kept tensors in fp32 where bf16 is slow),
     holds quantized modules (a tied head shares the embedding's codes), gives logits close to the
     float model's, and samples (decoder, encoder-decoder) or fills masks (encoder)."""
@@ -41,7 +40,7 @@ def test_quantize_load_and_run_every_family(preset, tiny_runs, tmp_path):
         out = tmp_path / f"{precision}-{keep}"
         report = quantize_run(run_dir, precision, group_size=group, keep_embeddings=keep, out=out, max_tokens=1024)
         assert report.after.memory_bytes == report.after.planner_memory_bytes
-        run = load_any_run(out)
+        run = load_run(out)
         assert model_bytes(run.model) == report.after.memory_bytes
         kinds = {type(m) for m in run.model.modules()}
         if precision == "int8":
@@ -72,7 +71,7 @@ def test_quantized_run_round_trips_its_tensors(tiny_runs, tmp_path):
     model = quantize_model(source.model, scheme)
     expected = {k: v.clone() for k, v in model.state_dict().items()}
     write_quantized_run(source, model, scheme, tmp_path / "q")
-    loaded = load_any_run(tmp_path / "q", layout="plain").model.state_dict()
+    loaded = load_run(tmp_path / "q", layout="plain").model.state_dict()
     assert expected.keys() == loaded.keys()
     for name, tensor in expected.items():
         assert loaded[name].dtype == tensor.dtype and loaded[name].equal(tensor), name

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.quantize import paths
-from lmforge.quantize.load import load_any_run
 from lmforge.quantize.modules import Int4Linear, Int8Linear, QuantizedEmbedding
 from lmforge.quantize.primitives import int8_dequantize, int8_quantize
 from lmforge.quantize.report import quantize_run
+from lmforge.runs import load_run
 from lmforge.train import precision as precision_module
 
 
@@ -74,7 +74,7 @@ def test_a_quantized_run_computes_in_fp32_where_bf16_is_slow(tiny_runs, tmp_path
     for precision in ("int8", "int4", "bf16"):
         out = tmp_path / f"{precision}-{forced}"
         report = quantize_run(source, precision, keep_embeddings=precision != "int4", out=out, max_tokens=512)
-        run = load_any_run(out)
+        run = load_run(out)
         assert _kept_dtypes(run.model) == {dtype}, precision
         name = "fp32" if dtype == torch.float32 else "bf16"
         assert run.compute.startswith(name) and report.compute == run.compute

@@ -14,7 +14,7 @@ from lmforge.models.build import build_model
 from lmforge.plan.presets import get_preset
 from lmforge.quantize.primitives import fake_quantize
 from lmforge.quantize.qat import FakeQuantEmbedding, FakeQuantLinear, apply_qat
-from lmforge.train.run_dir import load_run
+from lmforge.runs import load_run
 from tests.cli.cli_run import run
 
 

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from lmforge.errors import UserError
+from lmforge.runs import load_run
 from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.loop import train
-from lmforge.train.run_dir import load_run
 from tests.cli.cli_run import run as cli
 from tests.train.test_loop import config, quiet_log
 
