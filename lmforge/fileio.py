@@ -1,4 +1,5 @@
-"""The one atomic text writer and the safetensors writer, and how an OS error reads.
+"""The one atomic text writer, atomic files and directories, the safetensors writer, and
+how an OS error reads.
 
 ``write_atomic`` writes to ``.NAME.tmp-PID`` beside the target, fsyncs, and renames it
 onto the target: a reader sees the old file or the new one, never half of one. On any
@@ -13,8 +14,12 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Mapping
+import shutil
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+
+from lmforge.errors import UserError
 
 
 def temp_path(path: Path) -> Path:
@@ -64,6 +69,86 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def check_output(out: Path, *, force: bool, directory: bool, source: Path | None = None) -> None:
+    """UserError when ``out`` is the ``source`` run itself, exists without ``force``, or is a
+    file where a directory goes (or the other way round)."""
+    out = Path(out)
+    what = "output directory" if directory else "output file"
+    if source is not None and out.resolve() == Path(source).resolve():
+        raise UserError(f"the {what} is the source run", str(out), "pass --out NEW_PATH")
+    if out.exists() and not force:
+        raise UserError(f"the {what} exists", str(out), "pass --force to replace it, or another --out")
+    if out.exists() and directory and not out.is_dir():
+        raise UserError("the output path is a file", str(out), "pass --out NEW_DIR")
+    if out.exists() and not directory and out.is_dir():
+        raise UserError("the output path is a directory", str(out), "name a file: --out DIR/model.gguf")
+
+
+@contextmanager
+def atomic_directory(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty ``.tmp-NAME-PID`` directory beside ``out`` to fill; when the block
+    ends without error it is renamed onto ``out`` (an existing ``out`` is moved aside first
+    and removed after), so ``out`` is the old directory or the complete new one, never half
+    of one. On any error the temporary directory is removed and ``out`` is untouched."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def atomic_file(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``out`` for a writer that takes a path (GGUF, PNG, ...); when
+    the block ends without error it is fsynced and renamed onto ``out``; on error removed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(out)
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` onto ``out``; an existing ``out`` is moved aside first and removed after."""
+    if out.exists():
+        old = out.parent / f".tmp-old-{out.name}-{os.getpid()}"
+        os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            os.rename(old, out)
+            raise
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+    else:
+        os.rename(tmp, out)
+    try:
+        fd = os.open(out.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 _SAFETENSORS_ERRNO = {"no space left": errno.ENOSPC, "permission denied": errno.EACCES,

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from lmforge.errors import UserError, check_whole
+from lmforge.fileio import check_output
 from lmforge.plan.storage import weight_bytes
 from lmforge.quantize.convert import Scheme, dequantize_model, make_scheme, model_bytes, quantize_model
 from lmforge.quantize.load import read_quantization, scheme_of
 from lmforge.quantize.quality import DEFAULT_EVAL_TOKENS, evaluate, held_out_streams, input_importance
-from lmforge.quantize.write import check_out, default_out, write_quantized_run
+from lmforge.quantize.write import default_out, write_quantized_run
 from lmforge.runs import load_run
 from lmforge.train.validation import EvalResult
 
@@ -81,7 +82,7 @@ def quantize_run(run_dir: str | Path, precision: str, *, group_size: int | None 
                         "quantize the original run (its path is in quantization.json), or pass --force to "
                         "quantize these weights again (errors add up)")
     out = Path(out) if out is not None else default_out(run_dir, scheme)
-    check_out(out, run_dir, force)
+    check_output(out, force=force, directory=True, source=run_dir)
     source = load_run(run_dir, layout="plain")
     before_scheme = scheme_of(info) if info is not None else make_scheme("fp32")
     before_label = before_scheme.label

@@ -16,14 +16,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
 from torch import nn
 
 from lmforge import __version__
-from lmforge.errors import UserError
+from lmforge.fileio import atomic_directory, check_output
 from lmforge.quantize.convert import QUANTIZED_MODULES, Scheme
 from lmforge.quantize.load import QUANT_FILE, QUANT_FORMAT
 from lmforge.quantize.store import save_tensors
@@ -44,16 +43,6 @@ def default_out(run_dir: Path, scheme: Scheme) -> Path:
     return run_dir.parent / f"{run_dir.name}-{scheme.label}"
 
 
-def check_out(out: Path, source: Path, force: bool) -> None:
-    """UserError when ``out`` is the source itself, or exists and ``force`` is not given."""
-    if out.resolve() == source.resolve():
-        raise UserError("the output directory is the source run", str(out), "pass --out NEW_DIR")
-    if out.exists() and not force:
-        raise UserError("the output directory exists", str(out), "pass --force to replace it, or --out NEW_DIR")
-    if out.exists() and not out.is_dir():
-        raise UserError("the output path is a file", str(out), "pass --out NEW_DIR")
-
-
 def kept_and_quantized(model: nn.Module) -> tuple[list[str], list[str]]:
     """(names of tensors kept at 16 bits, names of the quantized modules)."""
     quantized = [name for name, m in model.named_modules() if isinstance(m, QUANTIZED_MODULES)]
@@ -68,12 +57,8 @@ def write_quantized_run(source: LoadedRun, model: nn.Module, scheme: Scheme, out
                         extra: dict | None = None) -> Path:
     """Write ``model`` (converted by `quantize_model`) as a run directory at ``out``; return it."""
     out = Path(out)
-    check_out(out, source.run_dir, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    check_output(out, force=force, directory=True, source=source.run_dir)
+    with atomic_directory(out) as tmp:
         config = source.config
         shards = Path(config.data.shards) if config.data.shards else source.run_dir / "data"
         data = dataclasses.replace(config.data, shards=str(shards.resolve()) if shards.is_dir() else config.data.shards)
@@ -96,31 +81,4 @@ def write_quantized_run(source: LoadedRun, model: nn.Module, scheme: Scheme, out
             **(extra or {}),
         }
         (tmp / QUANT_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` onto ``out``; an existing ``out`` is moved aside first and removed after."""
-    if out.exists():
-        old = out.parent / f".tmp-old-{out.name}-{os.getpid()}"
-        os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            os.rename(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)
-    try:
-        fd = os.open(out.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
