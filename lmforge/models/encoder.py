@@ -150,7 +150,7 @@ class TransformerStack(nn.Module):
             cross_mask = additive_mask(memory_mask, 1, dtype=dtype)  # (B, 1, 1, S)
         rope = None
         if self.spec.positions == "rotary":
-            rope = rotary_cos_sin(pos, self.spec.d_head, dtype=x.dtype)  # 2 x (T, k)
+            rope = rotary_cos_sin(pos, self.spec.d_head, base=self.spec.rotary_base, dtype=x.dtype)  # 2 x (T, k)
         for i, block in enumerate(self.blocks):
             if cache is not None:
                 x = block(x, mask, memory, cross_mask, rope, is_causal, cache.self_attn[i], cache.cross[i])

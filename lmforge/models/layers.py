@@ -28,8 +28,8 @@ from torch import nn
 from lmforge.models.kv_cache import LayerKV
 from lmforge.plan.specs import GATED_MLPS, ModelSpec
 
-NORM_EPS = 1e-5  # GPT-2 LayerNorm and Llama-2 RMSNorm both use 1e-5
-ROTARY_BASE = 10_000.0  # Su et al. 2021, Eq. 15: theta_i = 10000^(-2(i-1)/d)
+NORM_EPS = 1e-5  # GPT-2 LayerNorm and Llama-2 RMSNorm both use 1e-5 (ModelSpec.norm_eps)
+ROTARY_BASE = 10_000.0  # Su et al. 2021, Eq. 15: theta_i = 10000^(-2(i-1)/d) (ModelSpec.rotary_base)
 
 
 def _torch_at_least(major: int, minor: int) -> bool:
@@ -72,8 +72,8 @@ class RMSNorm(nn.Module):
 def make_norm(spec: ModelSpec) -> nn.Module:
     """LayerNorm with scale and shift (2d params) or RMSNorm with scale only (d params)."""
     if spec.norm == "rmsnorm":
-        return RMSNorm(spec.d_model)
-    return nn.LayerNorm(spec.d_model, eps=NORM_EPS)
+        return RMSNorm(spec.d_model, spec.norm_eps)
+    return nn.LayerNorm(spec.d_model, eps=spec.norm_eps)
 
 
 # ---- rotary positions ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ Everything else is non-embedding.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
@@ -72,6 +73,8 @@ class ModelSpec:
     relative_buckets: int = 32  # T5 relative attention buckets (positions == relative)
     mlm_head: bool = False  # BERT MLM head: dense d->d + norm + output bias
     pooler: bool = False  # BERT pooler: dense d->d on the first token
+    norm_eps: float = 1e-5  # epsilon of every norm (GPT-2 and Llama-2: 1e-5; BERT 1e-12, T5 1e-6)
+    rotary_base: float = 10_000.0  # rotary base theta (Su et al. 2021, Eq. 15; Llama 3: 500,000)
     name: str = field(default="custom", compare=False)
 
     def __post_init__(self) -> None:
@@ -160,6 +163,11 @@ def validate(spec: ModelSpec) -> None:
             f"n_heads={spec.n_heads}, n_kv_heads={spec.n_kv_heads}",
             "grouped-query attention needs n_kv_heads to divide n_heads",
         )
+    for name in ("norm_eps", "rotary_base"):
+        value = getattr(spec, name)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+            raise UserError(f"{name} must be a positive number", value, f"set {name} to e.g. "
+                            + ("1e-5" if name == "norm_eps" else "10000"))
     check_choice("mlp", spec.mlp, MLP_KINDS)
     check_choice("norm", spec.norm, NORMS)
     check_choice("positions", spec.positions, POSITIONS)

@@ -47,6 +47,11 @@ class ModelConfig:
     positions: Literal["learned", "rotary", "relative"] | None = None
     bias: bool | None = None
     tied_embeddings: bool | None = None
+    head_dim: int | None = None  # None: d_model / n_heads
+    norm_eps: float | None = None
+    rotary_base: float | None = None
+    n_token_types: int | None = None  # encoders: token-type (segment) embeddings
+    relative_buckets: int | None = None  # T5 relative attention buckets
 
 
 @dataclass
