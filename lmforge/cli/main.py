@@ -20,7 +20,7 @@ from lmforge.errors import UserError
 def _verbs() -> dict[str, Callable | dict[str, Callable]]:
     """Verb name -> function (or sub-verb -> function). Verb modules import nothing heavy
     at module level: torch is imported inside the verbs that need it."""
-    from lmforge.cli import environment, inference, planning, pretraining, quantize, scaling
+    from lmforge.cli import environment, export, inference, planning, pretraining, quantize, scaling
 
     return {
         "plan": planning.plan,
@@ -34,6 +34,8 @@ def _verbs() -> dict[str, Callable | dict[str, Callable]]:
         "generate": inference.generate,
         "fill-mask": inference.fill_mask,
         "quantize": quantize.quantize,
+        "export": export.export,
+        "import": export.import_checkpoint,
         "scaling": {"sweep": scaling.sweep, "fit": scaling.fit, "plot": scaling.plot},
         "quickstart": pretraining.quickstart,
         "env": environment.env,

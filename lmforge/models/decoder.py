@@ -133,7 +133,7 @@ class DecoderLM(nn.Module):
         x = self.emb_norm(x)
         rope = None
         if self.spec.positions == "rotary":
-            rope = rotary_cos_sin(pos, self.spec.d_head, base=self.spec.rotary_base, dtype=x.dtype)  # 2 x (T, k) | (B, T, k)
+            rope = rotary_cos_sin(pos, self.spec.d_head, base=self.spec.rotary_base, dtype=x.dtype)  # 2 x (T|B,T, k)
             if pos.dim() == 2:
                 rope = tuple(t.unsqueeze(1) for t in rope)  # 2 x (B, 1, T, k): broadcast over heads
         mask = None
