@@ -9,6 +9,10 @@ from typing import Literal
 from lmforge.cli.output import print_json, print_lines, print_table
 
 
+def _facts(title: str, rows: list[list[str]]) -> None:
+    print_table(title, ["", ""], rows, right_align_from=2, header=False)
+
+
 def export(
     run_dir: str,
     /,
@@ -56,9 +60,9 @@ def export(
         if json:
             print_json(result.to_dict())
             return
-        print_table(f"exported {source} for transformers", ["", ""],
-                    [["directory", str(result.path)], ["class", result.arch], ["parameters", f"{result.params:,}"],
-                     ["files", ", ".join(result.files)]])
+        _facts(f"exported {source} for transformers",
+               [["directory", str(result.path)], ["class", result.arch], ["parameters", f"{result.params:,}"],
+                ["files", ", ".join(result.files)]])
         print_lines(*[f"note: {n}" for n in result.notes],
                     f"load it: {result.auto_class}.from_pretrained({str(result.path)!r})")
         return
@@ -71,9 +75,9 @@ def export(
         print_json({"path": str(result.path), "arch": result.arch, "quant": result.quant,
                     "tensors": result.n_tensors, "bytes": result.bytes, "notes": result.notes})
         return
-    print_table(f"exported {source} for llama.cpp", ["", ""],
-                [["file", str(result.path)], ["architecture", result.arch], ["weights", result.quant],
-                 ["tensors", str(result.n_tensors)], ["size", f"{result.bytes / 2**20:,.1f} MiB"]])
+    _facts(f"exported {source} for llama.cpp",
+           [["file", str(result.path)], ["architecture", result.arch], ["weights", result.quant],
+            ["tensors", str(result.n_tensors)], ["size", f"{result.bytes / 2**20:,.1f} MiB"]])
     print_lines(*[f"note: {n}" for n in result.notes], f"run it: llama-cli -m {result.path} -p 'Once upon a time'")
 
 
@@ -110,8 +114,7 @@ def import_checkpoint(
     if json:
         print_json(result.to_dict())
         return
-    print_table(f"imported {source}", ["", ""],
-                [["run directory", str(result.run_dir)], ["class", result.hf_class],
+    _facts(f"imported {source}", [["run directory", str(result.run_dir)], ["class", result.hf_class],
                  ["parameters", f"{result.params:,}"]])
     print_lines(*[f"note: {n}" for n in result.notes],
                 f"use it: lmforge generate {result.run_dir} --prompt '...' / lmforge eval {result.run_dir} --data FILE")

@@ -37,11 +37,13 @@ def print_table(
     rows: Sequence[Sequence[object]],
     caption: str | None = None,
     right_align_from: int = 1,
+    header: bool = True,
 ) -> None:
-    """A rich table; columns from ``right_align_from`` on are numbers, right-aligned."""
+    """A rich table; columns from ``right_align_from`` on are numbers, right-aligned;
+    ``header=False`` for a two-column "what: value" table."""
     from rich.table import Table
 
-    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+    table = Table(title=title, caption=caption, title_justify="left", caption_justify="left", show_header=header)
     for index, column in enumerate(columns):
         table.add_column(column, justify="right" if index >= right_align_from else "left", overflow="fold")
     for row in rows:

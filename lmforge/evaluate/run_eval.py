@@ -14,6 +14,7 @@ import torch
 
 from lmforge.data.sources import iter_documents, parse_source
 from lmforge.data.tokenizer import Tokenizer
+from lmforge.errors import UserError
 from lmforge.runs import load_run
 from lmforge.train.objective import EVAL_SEED_OFFSET, Objective, resolve_objective
 from lmforge.train.validation import EvalResult, combine, evaluate_objective, evaluate_stream
@@ -48,6 +49,9 @@ def evaluate_run(run_dir: Path, data: list[str] | None = None, *, max_tokens: in
         from lmforge.data.shards import open_shards
 
         shards = Path(run.config.data.shards) if run.config.data.shards else run.run_dir / "data"
+        if not shards.is_dir():
+            raise UserError("the run has no validation split here", str(shards),
+                            "pass --data FILE to evaluate on text (an imported run has none of its own)")
         store = open_shards(shards, run.tokenizer)
         streams = {name: store.tokens(name, "val") for name in store.sources}
     objective = Objective(resolve_objective(run.config.objective, run.spec, run.tokenizer), run.config.objective,

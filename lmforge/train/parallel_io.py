@@ -17,7 +17,15 @@ import torch
 
 from lmforge.distributed.state import copy_full_into, full_state_dict, init_optimizer_state, training_tensors
 from lmforge.distributed.strategies import Parallel
-from lmforge.train.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint, save_weights
+from lmforge.errors import UserError
+from lmforge.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights,
+    resolve_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
 from lmforge.train.sharded_checkpoint import is_sharded, load_sharded, save_sharded
 
 
@@ -47,7 +55,16 @@ def resume_state(run_dir: Path, parallel: Parallel, build_plain: Callable[[], to
 
 
 def load_weights_from(path: Path, model: torch.nn.Module) -> None:
-    """``--init-from``: a run's (or checkpoint's) weights into a plain model, any format."""
+    """``--init-from``: a run's (or checkpoint's) weights into a plain model, any format: the
+    latest checkpoint, else (a run imported from transformers has none) the run's final
+    ``model.safetensors``."""
+    path = Path(path)
+    if (path / "quantization.json").is_file():
+        raise UserError("a quantized run cannot be trained from", str(path),
+                        "--init-from its source run (quantization.json names it), or train with --qat")
+    if path.is_dir() and latest_checkpoint(path) is None and (path / "model.safetensors").is_file():
+        load_weights(path / "model.safetensors", model)
+        return
     checkpoint = resolve_checkpoint(path)
     if is_sharded(checkpoint):
         load_sharded(checkpoint, model, None, restore_random=False)
