@@ -33,7 +33,7 @@ class T5(HFArch):
         require(spec, self, "final_norm", (True,))
         require(spec, self, "embedding_norm", (False,))
         require(spec, self, "n_kv_heads", (None, spec.n_heads), "T5 has no grouped-query attention")
-        require(spec, self, "tied_embeddings", (True,), "the T5 v1.0 layout lmforge trains")
+        require(spec, self, "tied_embeddings", (True,), "transformers ties T5's head to its embedding")
 
     def config(self, spec: ModelSpec, tokens: SpecialIds) -> dict:
         return {
