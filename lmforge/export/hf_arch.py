@@ -75,10 +75,12 @@ def require(spec: ModelSpec, arch: HFArch, field: str, allowed: tuple, why: str 
     value = getattr(spec, field)
     if value not in allowed:
         shown = " or ".join(repr(a) for a in allowed)
+        because = f", {why}" if why else ""
         raise UserError(
-            f"no exact transformers equivalent: {arch.hf_class} needs {field}={shown}{' (' + why + ')' if why else ''}",
-            f"{field}={value!r}",
-            "train with a layout transformers expresses (see README, Export), or keep the run in lmforge",
+            f"no exact transformers equivalent: {arch.hf_class} needs {field}={shown}{because}; "
+            f"this run has {field}={value!r}",
+            None,
+            "train with a layout transformers expresses (README, Export and import), or keep the run in lmforge",
         )
 
 
