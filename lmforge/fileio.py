@@ -13,6 +13,7 @@ that every failed write reaches the CLI as an ``OSError`` and prints as one line
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -69,6 +70,15 @@ def write_atomic(path: str | os.PathLike, text: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_output(out: Path, *, force: bool, directory: bool, source: Path | None = None) -> None:

@@ -10,7 +10,6 @@ into memory until it is indexed.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +18,7 @@ import numpy as np
 
 from lmforge.data.manifest import SPLITS, Manifest, read_manifest
 from lmforge.errors import UserError
+from lmforge.fileio import sha256_of
 
 
 class _TokenizerLike(Protocol):  # lmforge.data.tokenizer.Tokenizer
@@ -52,17 +52,9 @@ def shard_problems(directory: Path, manifest: Manifest, *, verify: bool = False)
                         f"shard file truncated or corrupt: {path} has {size:,} bytes, "
                         f"expected {shard.tokens * itemsize:,}"
                     )
-                elif verify and _sha256_file(path) != shard.sha256:
+                elif verify and sha256_of(path) != shard.sha256:
                     problems.append(f"shard file corrupt (sha256 mismatch): {path}")
     return problems
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 class TokenView:

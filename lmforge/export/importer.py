@@ -20,7 +20,6 @@ its config.json.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from lmforge.errors import UserError
 from lmforge.export.hf import ARCHES
 from lmforge.export.hf_arch import HFArch
 from lmforge.export.weights import to_ours, used_names
-from lmforge.fileio import atomic_directory, check_output, write_atomic
+from lmforge.fileio import atomic_directory, check_output, sha256_of, write_atomic
 from lmforge.models.build import build_model, check_buildable
 from lmforge.plan.specs import ModelSpec, param_counts
 from lmforge.train.checkpoint import fit_problems, save_weights
@@ -158,14 +157,6 @@ def read_weights(files: list[Path]) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise UserError(f"unreadable weights file ({type(exc).__name__})", str(path), "download it again") from None
     return tensors
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def run_values(spec: ModelSpec, arch: HFArch, out: Path, tokenizer_path: Path) -> dict:

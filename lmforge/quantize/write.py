@@ -14,7 +14,6 @@ leaves no half-written directory, and ``--force`` swaps an existing one only at 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -22,20 +21,12 @@ from pathlib import Path
 from torch import nn
 
 from lmforge import __version__
-from lmforge.fileio import atomic_directory, check_output
+from lmforge.fileio import atomic_directory, check_output, sha256_of
 from lmforge.quantize.convert import QUANTIZED_MODULES, Scheme
 from lmforge.quantize.load import QUANT_FILE, QUANT_FORMAT
 from lmforge.quantize.store import save_tensors
 from lmforge.runs import LoadedRun
 from lmforge.train.config import save_config
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_out(run_dir: Path, scheme: Scheme) -> Path:

@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from lmforge.train.config import load_config
 from lmforge.train.loop import train
-
-MARKOV = "markov=builtin:markov"  # order 2 over 8 letters (lmforge.data.builtin)
+from tests.tiny_runs import one_thread, run_config
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and spinning OpenMP threads slow them
-    down a hundredfold while another process holds the other core (tests/models/conftest.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def run_config(out_dir, name: str, preset: str, **values):
-    """A few steps of a tiny preset on the Markov source, byte-level vocabulary of 360."""
-    base = {
-        "name": name, "out_dir": str(out_dir), "data.sources": [MARKOV], "data.vocab_size": 360,
-        "data.seq_len": 32, "model.preset": preset, "train.batch_tokens": 512, "train.micro_batch": 16,
-        "train.max_steps": 6, "train.warmup_steps": 2, "train.eval_every": 1000, "train.eval_tokens": 2048,
-        "train.ckpt_every": 1000, "train.log_every": 1000, "train.lr": 3e-3,
-    }
-    base.update(values)
-    return load_config(None, base)
+def single_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -41,12 +22,8 @@ def tiny_runs(tmp_path_factory):
 
     def get(preset: str):
         if preset not in made:
-            before = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
+            with one_thread():
                 made[preset] = train(run_config(root, preset, preset), quiet=True, log=lambda _: None).run_dir
-            finally:
-                torch.set_num_threads(before)
         return made[preset]
 
     return get
