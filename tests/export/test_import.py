@@ -98,3 +98,34 @@ def test_continued_pretraining_from_an_import_runs(checkpoints, tmp_path, capsys
     assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained
     report = json.loads((tmp_path / "llama-continued" / "report.json").read_text())
     assert report["measured"]["tokens"] == 3 * 256
+
+
+def test_a_hub_name_takes_the_same_path(checkpoints, tmp_path, monkeypatch):
+    """``org/name`` goes through huggingface_hub.snapshot_download (here answered from a local
+    directory, as the cache would), asking only for the files an import reads."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    directory, _ = checkpoints["gpt2"]
+    asked = {}
+
+    def snapshot_download(repo_id, allow_patterns):
+        asked.update(repo_id=repo_id, allow_patterns=allow_patterns)
+        return str(directory)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    result = import_hf("someone/tiny-gpt2", tmp_path / "run")
+    assert asked["repo_id"] == "someone/tiny-gpt2" and "model.safetensors" in asked["allow_patterns"]
+    assert "pytorch_model.bin" not in asked["allow_patterns"]
+    assert json.loads((result.run_dir / "import.json").read_text())["source"] == "someone/tiny-gpt2"
+    assert load_run(result.run_dir).model.num_params() == result.params
+
+
+def test_an_unreachable_hub_is_one_line(tmp_path, monkeypatch, capsys):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+
+    def offline(**_):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    code, _, err = run(capsys, "import", "someone/model", "--out", tmp_path / "run")
+    assert code == 2 and err.startswith("error: cannot fetch someone/model from the Hugging Face Hub (OSError)")
+    assert not (tmp_path / "run").exists()
