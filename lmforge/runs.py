@@ -21,6 +21,7 @@ from lmforge.data.tokenizer import Tokenizer
 from lmforge.errors import UserError
 from lmforge.models.build import build_model
 from lmforge.plan.specs import ModelSpec
+from lmforge.quantize.load import load_quantized, read_quantization
 from lmforge.train.checkpoint import latest_checkpoint, load_weights
 from lmforge.train.config import RunConfig, load_config
 from lmforge.train.model_setup import model_spec
@@ -60,8 +61,6 @@ def load_run(run_dir: str | Path, *, layout: str = "auto") -> LoadedRun:
     shapes allow and that path is taken (same bytes); ``"plain"`` keeps the file's layout
     and dtypes (to dequantize, export or re-save). Plain runs ignore ``layout``.
     """
-    from lmforge.quantize.load import load_quantized, read_quantization
-
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     run_dir = Path(run_dir)
