@@ -153,9 +153,10 @@ def test_bert_export_fills_masks_like_lmforge(exported):
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("preset", ["tiny-gpt2", "tiny-t5"])
-def test_auto_tokenizer_encodes_like_lmforge(exported, preset):
-    run_dir, result = exported(preset, {})
+@pytest.mark.parametrize(("preset", "overrides"), LAYOUTS[:2] + LAYOUTS[3:], ids=lambda v: v if isinstance(v, str)
+                         else "default")
+def test_auto_tokenizer_encodes_like_lmforge(exported, preset, overrides):
+    run_dir, result = exported(preset, overrides)
     theirs = transformers.AutoTokenizer.from_pretrained(result.path)
     ours = load_run(run_dir).tokenizer
     text = paragraph()
@@ -188,3 +189,23 @@ def test_the_model_card_says_what_the_run_was(exported):
     assert "GPT2LMHeadModel" in card and "markov=builtin:markov" in card
     assert "tokens trained | 20,480" in card  # 40 steps x 512 tokens
     assert "validation loss" in card and "lmforge" in card
+
+
+def test_a_quantized_run_exports_its_dequantized_weights(trained_run, tmp_path):
+    """lmforge quantize's int8 run -> transformers: the float weights it computes with, said so."""
+    from lmforge.export.source import export_source
+    from lmforge.quantize.report import quantize_run
+
+    quantized = quantize_run(trained_run("tiny-llama"), "int8", out=tmp_path / "int8", max_tokens=512).out
+    result = export_hf(quantized, tmp_path / "hf")
+    assert any("dequantized" in n for n in result.notes)
+    assert "dequantized" in (result.path / "README.md").read_text(encoding="utf-8")
+    model, info, said = load_hf(result.path, result.auto_class)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not said
+    float_weights = export_source(quantized).weights  # the int8 codes times their scales, in fp32
+    theirs = model.state_dict()
+    q, k, v = (theirs[f"model.layers.0.self_attn.{n}_proj.weight"] for n in ("q", "k", "v"))
+    assert torch.equal(torch.cat([q, k, v]), float_weights["blocks.0.attn.qkv.weight"])
+    source = load_run(trained_run("tiny-llama")).model.state_dict()["blocks.0.attn.qkv.weight"]
+    assert not torch.equal(source, float_weights["blocks.0.attn.qkv.weight"])  # int8 really rounded them
+    assert (source - float_weights["blocks.0.attn.qkv.weight"]).abs().max() < 0.01 * source.abs().max() + 1e-3
