@@ -129,3 +129,27 @@ def test_an_unreachable_hub_is_one_line(tmp_path, monkeypatch, capsys):
     code, _, err = run(capsys, "import", "someone/model", "--out", tmp_path / "run")
     assert code == 2 and err.startswith("error: cannot fetch someone/model from the Hugging Face Hub (OSError)")
     assert not (tmp_path / "run").exists()
+
+
+def test_every_verb_takes_an_imported_run(checkpoints, tmp_path, capsys):
+    """eval (on a text file: an import has no validation split), generate, quantize (with
+    --calibration) and export take the imported run like a trained one."""
+    directory, _ = checkpoints["gpt2"]
+    text = tmp_path / "held_out.txt"
+    text.write_text("abcabd hgfe " * 200, encoding="utf-8")
+    code, out, err = run(capsys, "import", directory, "--out", tmp_path / "run", "--json")
+    assert code == 0, err
+    code, _, err = run(capsys, "eval", tmp_path / "run")
+    assert code == 2 and "pass --data FILE" in err
+    code, out, err = run(capsys, "eval", tmp_path / "run", "--data", text, "--json")
+    assert code == 0, err
+    assert json.loads(out)["all"]["tokens"] > 0
+    code, out, err = run(capsys, "generate", tmp_path / "run", "--prompt", "abc", "--max-new-tokens", "5",
+                         "--temperature", "0", "--json")
+    assert code == 0 and len(json.loads(out)[0]["ids"]) == 5, err
+    code, _, err = run(capsys, "quantize", tmp_path / "run", "--to", "int8", "--calibration", text,
+                       "--max-tokens", "256", "--out", tmp_path / "int8")
+    assert code == 0, err
+    code, out, err = run(capsys, "export", tmp_path / "int8", "--to", "hf", "--out", tmp_path / "hf", "--json")
+    assert code == 0, err
+    assert json.loads(out)["class"] == "GPT2LMHeadModel"
