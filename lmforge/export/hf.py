@@ -96,7 +96,7 @@ def export_hf(run_dir: str | Path, out: str | Path, *, force: bool = False) -> H
     with atomic_directory(out) as tmp:
         write_atomic(tmp / "config.json", _dump(config))
         if generation is not None:
-            write_atomic(tmp / "generation_config.json", _dump({**generation, "transformers_version": "4.40.0"}))
+            write_atomic(tmp / "generation_config.json", _dump(generation))
         save_safetensors(tensors, tmp / "model.safetensors", metadata={"format": "pt"})
         shutil.copyfile(run.run_dir / "tokenizer.json", tmp / "tokenizer.json")
         write_atomic(tmp / "tokenizer_config.json", _dump(tokenizer_config(run.tokenizer, spec.context)))
