@@ -20,7 +20,7 @@ from lmforge.errors import UserError
 def _verbs() -> dict[str, Callable | dict[str, Callable]]:
     """Verb name -> function (or sub-verb -> function). Verb modules import nothing heavy
     at module level: torch is imported inside the verbs that need it."""
-    from lmforge.cli import environment, export, inference, planning, pretraining, quantize, scaling
+    from lmforge.cli import environment, export, inference, planning, pretraining, quantize, scaling, study
 
     return {
         "plan": planning.plan,
@@ -37,6 +37,7 @@ def _verbs() -> dict[str, Callable | dict[str, Callable]]:
         "export": export.export,
         "import": export.import_checkpoint,
         "scaling": {"sweep": scaling.sweep, "fit": scaling.fit, "plot": scaling.plot},
+        "study": {"domain": study.domain},
         "quickstart": pretraining.quickstart,
         "env": environment.env,
     }

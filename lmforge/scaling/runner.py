@@ -134,11 +134,14 @@ class _Bar:
 
 def run_all(configs: Sequence[RunConfig], flops: Sequence[float], *, description: str = "sweep",
             on_finished: Callable[[RunConfig, Finished], None] | None = None, quiet: bool = False,
-            log: Callable[[str], None] = print) -> list[Finished] | Stopped:
+            log: Callable[[str], None] = print,
+            init_from: Sequence[Path | None] | None = None) -> list[Finished] | Stopped:
     """Train every config that has not finished, in order; return each run's measurements.
 
     ``flops``: each run's planned compute (the bar's weights). ``on_finished(config, f)`` is
     called after each run, whether trained now or read back (a sweep rewrites its CSV there).
+    ``init_from``: per config, a run directory whose weights a new run starts from
+    (continued pretraining; an earlier entry of the list), or None.
     """
     from lmforge.train.loop import silent, train
 
@@ -146,7 +149,8 @@ def run_all(configs: Sequence[RunConfig], flops: Sequence[float], *, description
     results: list[Finished] = []
     with _Bar(total, description, quiet, log) as bar:
         done = 0.0
-        for config, cost in zip(configs, flops, strict=True):
+        starts = list(init_from) if init_from is not None else [None] * len(configs)
+        for config, cost, start in zip(configs, flops, starts, strict=True):
             run_dir = config.run_dir
             state = state_of(run_dir)
             if state == "finished":
@@ -161,7 +165,9 @@ def run_all(configs: Sequence[RunConfig], flops: Sequence[float], *, description
                     bar.show(base + cost * i / max(1, n), name)
 
                 started = time.perf_counter()
-                result = train(config, resume=state == "partial", quiet=True, log=silent, on_step=step)
+                resume = state == "partial"
+                result = train(config, resume=resume, init_from=None if resume else start, quiet=True, log=silent,
+                               on_step=step)
                 if result.exit_code != 0:
                     bar.message(f"{config.name}: stopped by {result.stopped_by}; the same command continues it")
                     return Stopped(config.name, result.exit_code)
