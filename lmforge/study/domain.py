@@ -136,6 +136,20 @@ def _check_sources(domain: str, general: str):
     return d, g
 
 
+def _check_budget(budget: str, vocab_size: int, seq_len: int, style: str) -> None:
+    """Refuse, before any tokenizer is trained, a budget no runnable model fits: a FLOP budget
+    through the planner's own choice (the vocabulary the tokenizers will have), a time budget
+    shorter than planning takes."""
+    from lmforge.plan.isoflop import best_shape
+    from lmforge.train.budget import MIN_SECONDS, load_law
+
+    kind, value = parse_budget(budget, "--budget")
+    if kind == "seconds" and value < MIN_SECONDS:
+        raise UserError("--budget is too short to plan and train an arm", budget, f"give at least {MIN_SECONDS:g} s")
+    if kind == "flops":
+        best_shape(value, load_law(None).law, vocab_size=vocab_size, seq_len=seq_len, style=style)
+
+
 def _source(spec, weight: float) -> str:
     return f"{spec.name}={spec.location}:{weight:g}"
 
@@ -237,7 +251,7 @@ def study(domain: str, general: str, out: str | Path, *, budget: str = "5min",
     share_list = parse_shares(shares)
     check_choice("--tokenizer", tokenizer, TOKENIZERS)
     check_choice("--style", style, ("gpt2", "llama"))
-    parse_budget(budget, "--budget")
+    _check_budget(str(budget), vocab_size, seq_len, style)
     if not (isinstance(continue_fraction, int | float) and 0.0 < continue_fraction < 1.0):
         raise UserError("--continue-fraction is the continued arm's share of the steps, in (0, 1)",
                         continue_fraction, "pass e.g. --continue-fraction 0.25, or 0 to leave the arm out")
