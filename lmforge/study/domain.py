@@ -42,6 +42,7 @@ from pathlib import Path
 
 from lmforge.dirlock import DirectoryLock
 from lmforge.errors import UserError, check_choice
+from lmforge.fileio import write_atomic
 from lmforge.plan.units import parse_budget
 from lmforge.scaling.runner import Stopped, run_all, state_of
 from lmforge.study.fertility import TOKENIZERS
@@ -252,8 +253,8 @@ def study(domain: str, general: str, out: str | Path, *, budget: str = "5min",
     check_choice("--tokenizer", tokenizer, TOKENIZERS)
     check_choice("--style", style, ("gpt2", "llama"))
     _check_budget(str(budget), vocab_size, seq_len, style)
-    if not (isinstance(continue_fraction, int | float) and 0.0 < continue_fraction < 1.0):
-        raise UserError("--continue-fraction is the continued arm's share of the steps, in (0, 1)",
+    if not (isinstance(continue_fraction, int | float) and 0.0 <= continue_fraction < 1.0):
+        raise UserError("--continue-fraction is the continued arm's share of the steps, in [0, 1)",
                         continue_fraction, "pass e.g. --continue-fraction 0.25, or 0 to leave the arm out")
     if not (isinstance(weight, int | float) and 0.0 <= weight <= 1.0):
         raise UserError("--weight is the domain's weight in the ranking, in [0, 1]", weight, "pass e.g. --weight 0.5")
@@ -271,7 +272,7 @@ def study(domain: str, general: str, out: str | Path, *, budget: str = "5min",
     settings = {"domain": domain, "general": general, "budget": str(budget), "shares": list(share_list),
                 "continue_fraction": continue_fraction, "tokenizer": tokenizer, "vocab_size": vocab_size,
                 "seq_len": seq_len, "style": style, "seed": seed}
-    _settings_check(out, settings)
+    _settings_check(out, settings)  # a continued study keeps its settings (study.json is written first)
     out.mkdir(parents=True, exist_ok=True)
     lock = DirectoryLock(out).acquire()
     try:
@@ -284,6 +285,7 @@ def study(domain: str, general: str, out: str | Path, *, budget: str = "5min",
         texts = held_out_texts(store, chosen, [d_spec.name, g_spec.name])
         for name, path in extra.items():
             texts[name] = [Path(path).read_text(encoding="utf-8", errors="replace")[:HELD_OUT_BYTES]]
+        write_atomic(out / "study.json", json.dumps({"settings": settings, "arms": []}, indent=2) + "\n")
         bpt = fertility(tokenizers, texts)
         for kind, row in bpt.items():
             log(f"tokenizer {kind}: " + ", ".join(f"{v:.2f} bytes/token on {n}" for n, v in row.items()))
@@ -295,7 +297,8 @@ def study(domain: str, general: str, out: str | Path, *, budget: str = "5min",
         else:
             first = base_config(out, first_name, d_spec, g_spec, first_share, budget=str(budget),
                                 vocab_size=vocab_size, seq_len=seq_len, style=style, seed=seed)
-        log(f"study: {len(share_list)} shares + continued pretraining in {out}; the first arm plans the run")
+        log(f"study: {len(share_list)} shares{' + continued pretraining' if continue_fraction else ''} in {out}; "
+            "the first arm plans the run")
         done = run_all([first], [1.0], description="study (planning arm)", quiet=quiet, log=log)
         if isinstance(done, Stopped):
             return StudyResult(out, [], bpt, tokenizer, weight, None, done)

@@ -132,7 +132,7 @@ BAD = [
     ("empty domain file", lambda p, t: ["--domain", f"medical={_empty(p)}"], "no text"),
     ("budget too small", lambda p, t: ["--budget", "1e6"], "budget too small for the smallest runnable model"),
     ("same file", lambda p, t: ["--domain", f"medical={t['general']}"], "the same file"),
-    ("continue fraction", lambda p, t: ["--continue-fraction", "1.5"], "--continue-fraction"),
+    ("continue fraction", lambda p, t: ["--continue-fraction", "1.5"], "--continue-fraction is the continued arm"),
 ]
 
 
