@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmforge.errors import UserError
 from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.config import RunConfig
 
@@ -45,6 +46,22 @@ class Stopped:
 
     name: str
     exit_code: int
+
+
+def keep_settings(record: Path, settings: dict, keys: Sequence[str], what: str, section: str | None = None) -> None:
+    """A continued list of runs keeps the settings its runs were made with: UserError naming
+    the first of ``keys`` whose value in the JSON file ``record`` (under ``section``) differs."""
+    if not record.is_file():
+        return
+    try:
+        old = json.loads(record.read_text(encoding="utf-8"))
+        old = old.get(section, {}) if section else old
+    except (OSError, ValueError, AttributeError):
+        return
+    for key in keys:
+        if key in old and old[key] != settings[key]:
+            raise UserError(f"this {what} directory was made with another {key}", f"{old[key]} vs {settings[key]}",
+                            f"keep --{key.replace('_', '-')} as it was, or {what} into another --out")
 
 
 def finished_run(run_dir: Path) -> Finished | None:

@@ -27,7 +27,7 @@ from lmforge.errors import UserError, check_positive
 from lmforge.fileio import write_atomic
 from lmforge.plan.isoflop import SizedRun, isoflop_grid
 from lmforge.scaling.points import SweepPoint, write_sweep_csv
-from lmforge.scaling.runner import Finished, Stopped, run_all
+from lmforge.scaling.runner import Finished, Stopped, keep_settings, run_all
 from lmforge.train.config import RunConfig, load_config
 
 EVAL_TOKENS = 1 << 17  # validation tokens per source for every run (the same tokens for all)
@@ -75,21 +75,6 @@ def _meta(out: Path, sources: Sequence[str], settings: dict, tokenizer, budgets:
     }
 
 
-def _check_same(out: Path, settings: dict) -> None:
-    """A continued sweep keeps the settings its runs were made with."""
-    path = out / "sweep.json"
-    if not path.is_file():
-        return
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    for key in SETTINGS:
-        if key in old and old[key] != settings[key]:
-            raise UserError(f"this sweep directory was made with another {key}", f"{old[key]} vs {settings[key]}",
-                            f"keep --{key.replace('_', '-')} as it was, or sweep into another --out")
-
-
 def _tokenizer(out: Path, sources, vocab_size: int, log: Callable[[str], None]):
     from lmforge.data.tokenizer import Tokenizer, bytes_per_token, train_tokenizer
     from lmforge.train.data_setup import sample_texts
@@ -127,7 +112,7 @@ def sweep(sources: Sequence[str], budgets: Sequence[float], out: str | Path, *, 
     if out.exists() and not out.is_dir():
         raise UserError("--out names a file", str(out), "pass a directory for the sweep")
     settings = {"sources": list(sources), "vocab_size": vocab_size, "seq_len": seq_len, "style": style, "seed": seed}
-    _check_same(out, settings)
+    keep_settings(out / "sweep.json", settings, SETTINGS, "sweep")
     lock = DirectoryLock(out).acquire()
     try:
         tokenizer = _tokenizer(out, specs, vocab_size, log)

@@ -44,7 +44,7 @@ from lmforge.dirlock import DirectoryLock
 from lmforge.errors import UserError, check_choice
 from lmforge.fileio import write_atomic
 from lmforge.plan.units import parse_budget
-from lmforge.scaling.runner import Stopped, run_all, state_of
+from lmforge.scaling.runner import Stopped, keep_settings, run_all, state_of
 from lmforge.study.fertility import TOKENIZERS
 from lmforge.train.config import RunConfig, load_config
 
@@ -184,20 +184,6 @@ def _planned(run_dir: Path) -> tuple[float, int]:
     return float(plan["total_flops"]), int(plan["total_steps"])
 
 
-def _settings_check(out: Path, settings: dict) -> None:
-    path = out / "study.json"
-    if not path.is_file():
-        return
-    try:
-        old = json.loads(path.read_text(encoding="utf-8")).get("settings", {})
-    except (OSError, ValueError):
-        return
-    for key in SETTINGS:
-        if key in old and old[key] != settings[key]:
-            raise UserError(f"this study directory was made with another {key}", f"{old[key]} vs {settings[key]}",
-                            f"keep --{key.replace('_', '-')} as it was, or study into another --out")
-
-
 def held_out_texts(store, tokenizer, names: Sequence[str], max_bytes: int = HELD_OUT_BYTES) -> dict[str, list[str]]:
     """Each source's validation split as text (its documents, decoded), up to ``max_bytes``."""
     out = {}
@@ -272,7 +258,7 @@ def study(domain: str, general: str, out: str | Path, *, budget: str = "5min",
     settings = {"domain": domain, "general": general, "budget": str(budget), "shares": list(share_list),
                 "continue_fraction": continue_fraction, "tokenizer": tokenizer, "vocab_size": vocab_size,
                 "seq_len": seq_len, "style": style, "seed": seed}
-    _settings_check(out, settings)  # a continued study keeps its settings (study.json is written first)
+    keep_settings(out / "study.json", settings, SETTINGS, "study", section="settings")  # written first, below
     out.mkdir(parents=True, exist_ok=True)
     lock = DirectoryLock(out).acquire()
     try:

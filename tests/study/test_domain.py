@@ -147,3 +147,13 @@ def test_bad_input_is_one_line_exit_2_nothing_written(texts, tmp_path, capsys, e
     code, _, err = run(capsys, *argv)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
     assert not (tmp_path / "study").exists()
+
+
+def test_a_study_continued_with_other_settings_is_refused(texts, tmp_path, capsys):
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "study.json").write_text(json.dumps({"settings": {"vocab_size": 2048, "seq_len": 64}}))
+    code, _, err = run(capsys, "study", "domain", "--domain", f"medical={texts['medical']}", "--general",
+                       f"general={texts['general']}", "--out", out, *ARGS)
+    assert code == 2 and "this study directory was made with another vocab_size" in err and "--vocab-size" in err
+    assert sorted(p.name for p in out.iterdir()) == ["study.json"]
