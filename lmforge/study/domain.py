@@ -271,7 +271,8 @@ def study(domain: str, general: str, out: str | Path, *, budget: str = "5min",
         texts = held_out_texts(store, chosen, [d_spec.name, g_spec.name])
         for name, path in extra.items():
             texts[name] = [Path(path).read_text(encoding="utf-8", errors="replace")[:HELD_OUT_BYTES]]
-        write_atomic(out / "study.json", json.dumps({"settings": settings, "arms": []}, indent=2) + "\n")
+        if not (out / "study.json").is_file():  # the settings, for a continued study to keep
+            write_atomic(out / "study.json", json.dumps({"settings": settings, "arms": []}, indent=2) + "\n")
         bpt = fertility(tokenizers, texts)
         for kind, row in bpt.items():
             log(f"tokenizer {kind}: " + ", ".join(f"{v:.2f} bytes/token on {n}" for n, v in row.items()))

@@ -19,6 +19,7 @@ from lmforge.data.manifest import MANIFEST_NAME
 from lmforge.data.mixture import Mixture
 from lmforge.data.shards import TokenView, open_shards, prepare, split_of
 from lmforge.errors import UserError
+from tests.corpora import corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -415,9 +416,7 @@ def test_reader_stats_are_recorded(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_real_corpora_prepare_and_mix(tmp_path, monkeypatch):
     """Two shared corpora (FOMC minutes, Shakespeare) through the real tokenizer, then a 0.51/0.49 mixture."""
-    corpora = ROOT.parent / "shared" / "corpora"
-    if not (corpora / "tinyshakespeare.txt").exists():
-        pytest.skip(f"shared corpora not found at {corpora}")
+    corpora = corpus("tinyshakespeare.txt").parent
     tokenizer_mod = pytest.importorskip("lmforge.data.tokenizer")
     sources_mod = pytest.importorskip("lmforge.data.sources")
     monkeypatch.undo()

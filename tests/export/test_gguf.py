@@ -23,8 +23,9 @@ from lmforge.export.gguf_arch import check_spec, permute_rotary_rows, unpermute_
 from lmforge.export.gguf_vocab import check_tokenizer
 from lmforge.models.layers import apply_rotary, rotary_cos_sin
 from lmforge.plan.presets import get_preset
+from tests.corpora import corpus
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "tinyshakespeare.txt"
+CORPUS_NAME = "tinyshakespeare.txt"
 PROMPT = "chbechcgagdfhbageegfbfdacfagbbdcded"  # text of the runs' order-2 Markov source (alphabet a-h)
 LONG_PROMPT = "chbechcgagdfhbageegfbfdacfagbbdcdefcfhbahabfcdedhcgdgdfhecdcfdhcgdfefcdhcchffahabaacbhchhcceeg"
 QUANTS = ("f32", "f16", "bf16", "q8_0", "q4_0")
@@ -387,11 +388,10 @@ def shakespeare_run(tmp_path_factory):
     from tests.tiny_runs import run_config
 
     pytest.importorskip("llama_cpp")
-    if not CORPUS.is_file():
-        pytest.skip(f"corpus not found: {CORPUS}")
+    shakespeare = corpus(CORPUS_NAME)
     root = tmp_path_factory.mktemp("shakespeare")
     text = root / "shakespeare.txt"  # the first 200 kB: enough for 1024 tokens, quick to prepare
-    text.write_bytes(CORPUS.read_bytes()[:200_000].rsplit(b"\n", 1)[0])
+    text.write_bytes(shakespeare.read_bytes()[:200_000].rsplit(b"\n", 1)[0])
     config = run_config(root, "shakespeare", "tiny-gpt2", **{"data.sources": [str(text)], "data.vocab_size": 1024,
                                                               "train.max_steps": 2, "train.warmup_steps": 1})
     return train(config, quiet=True, log=lambda _: None).run_dir
@@ -405,7 +405,7 @@ def test_llama_cpp_tokenizes_like_lmforge(shakespeare_run, tmp_path, monkeypatch
     from lmforge.runs import load_run
 
     tokenizer = load_run(shakespeare_run).tokenizer
-    paragraph = CORPUS.read_bytes()[:600].decode("utf-8", "ignore")
+    paragraph = corpus(CORPUS_NAME).read_bytes()[:600].decode("utf-8", "ignore")
     tricky = "I'll pay 1234567 ducats -- (twice)!\n\n   Done,  'tis DONE's;\tend  \n"
     path = export_gguf(shakespeare_run, tmp_path / "s.gguf").path
     llm = _llama(path, vocab_only=True)

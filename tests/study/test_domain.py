@@ -7,14 +7,13 @@ back (not trained again) when the same command runs again."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from tests.cli.cli_run import run
+from tests.corpora import corpus
 from tests.tiny_runs import one_thread
 
-CORPORA = Path(__file__).resolve().parents[3] / "shared" / "corpora"
 SLICE = 300_000  # bytes of each corpus
 
 
@@ -23,9 +22,7 @@ def texts(tmp_path_factory):
     root = tmp_path_factory.mktemp("texts")
     out = {}
     for name, file in (("medical", "medquad_nih_qa_train_2MiB_slice.txt"), ("general", "gutenberg_train_18books.txt")):
-        path = CORPORA / file
-        if not path.is_file():
-            pytest.skip(f"corpus not found: {path}")
+        path = corpus(file)
         out[name] = root / f"{name}.txt"
         out[name].write_bytes(path.read_bytes()[:SLICE])
     return out
