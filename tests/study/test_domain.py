@@ -25,6 +25,9 @@ def texts(tmp_path_factory):
         path = corpus(file)
         out[name] = root / f"{name}.txt"
         out[name].write_bytes(path.read_bytes()[:SLICE])
+        if name == "medical":  # text the arms never see, for --eval-domain
+            out["medical-eval"] = root / "medical-eval.txt"
+            out["medical-eval"].write_bytes(path.read_bytes()[SLICE:SLICE + 40_000])
     return out
 
 
@@ -37,7 +40,8 @@ def finished(texts, tmp_path_factory):
     capsys = _CaptureFree()
     with one_thread():
         code, stdout, err = capsys.run("study", "domain", "--domain", f"medical={texts['medical']}",
-                                       "--general", f"general={texts['general']}", "--out", out, *ARGS)
+                                       "--general", f"general={texts['general']}", "--out", out, *ARGS,
+                                       "--eval-domain", texts["medical-eval"])
     if code != 0:
         pytest.fail(err)
     return out, stdout
@@ -82,7 +86,7 @@ def test_the_domain_only_arm_beats_the_general_only_arm_on_domain_text(finished)
     assert "best at weight 0.5" in stdout
 
 
-def test_the_table_equals_lmforge_eval_of_each_arm(finished, capsys):
+def test_the_table_equals_lmforge_eval_of_each_arm(finished, texts, capsys):
     out, _ = finished
     for arm in json.loads((out / "study.json").read_text())["arms"]:
         code, stdout, err = run(capsys, "eval", arm["run_dir"], "--max-tokens", str(1 << 16), "--json")
@@ -90,6 +94,11 @@ def test_the_table_equals_lmforge_eval_of_each_arm(finished, capsys):
         measured = json.loads(stdout)
         for text in ("medical", "general"):
             assert measured[text]["bits_per_byte"] == pytest.approx(arm["bits_per_byte"][text], rel=1e-9)
+        code, stdout, err = run(capsys, "eval", arm["run_dir"], "--data", f"medical-eval={texts['medical-eval']}",
+                                "--max-tokens", str(1 << 16), "--json")
+        assert code == 0, err
+        assert json.loads(stdout)["medical-eval"]["bits_per_byte"] == pytest.approx(
+            arm["bits_per_byte"]["medical-eval"], rel=1e-9)  # the --eval-domain file
 
 
 def test_outputs_and_tokenizer_table(finished):
@@ -109,7 +118,8 @@ def test_the_same_command_reads_every_arm_back(finished, texts):
     before = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in (out / "runs").iterdir()}
     with one_thread():
         code, stdout, err = _CaptureFree().run("study", "domain", "--domain", f"medical={texts['medical']}",
-                                               "--general", f"general={texts['general']}", "--out", out, *ARGS)
+                                               "--general", f"general={texts['general']}", "--out", out, *ARGS,
+                                               "--eval-domain", texts["medical-eval"])
     assert code == 0, err
     after = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in (out / "runs").iterdir()}
     assert before == after
