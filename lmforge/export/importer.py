@@ -41,9 +41,11 @@ from lmforge.train.config import load_config, save_config
 IMPORT_FILE = "import.json"
 HUB_FILES = ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
              "special_tokens_map.json", "model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
-_MODEL_KEYS = ("n_layers", "n_encoder_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "d_ff", "context",
-               "mlp", "norm", "positions", "bias", "tied_embeddings", "norm_eps", "rotary_base", "n_token_types",
-               "relative_buckets")
+# config.yaml model key -> the ModelSpec attribute it takes (derived shapes written out)
+_MODEL_KEYS = {"d_model": "d_model", "n_heads": "n_heads", "n_kv_heads": "kv_heads", "head_dim": "d_head",
+               "d_ff": "ffn", "context": "context", "mlp": "mlp", "norm": "norm", "positions": "positions",
+               "bias": "bias", "tied_embeddings": "tied_embeddings", "norm_eps": "norm_eps",
+               "rotary_base": "rotary_base", "n_token_types": "n_token_types", "relative_buckets": "relative_buckets"}
 
 
 @dataclass
@@ -163,14 +165,10 @@ def run_values(spec: ModelSpec, arch: HFArch, out: Path, tokenizer_path: Path) -
     """config.yaml's dotted values: the base preset with every shape field of ``spec``."""
     values = {"name": out.name, "out_dir": str(out.parent), "model.preset": arch.base_preset,
               "data.tokenizer": str(tokenizer_path), "data.seq_len": min(spec.context, 1024)}
-    layers = spec.n_encoder_layers if spec.family == "encoder" else spec.n_decoder_layers
-    for key in _MODEL_KEYS:
-        value = layers if key == "n_layers" else getattr(spec, key)
-        if key == "n_encoder_layers" and spec.family != "encoder-decoder":
-            continue
-        if key in ("n_kv_heads", "head_dim", "d_ff"):
-            value = {"n_kv_heads": spec.kv_heads, "head_dim": spec.d_head, "d_ff": spec.ffn}[key]
-        values[f"model.{key}"] = value
+    values["model.n_layers"] = spec.n_encoder_layers if spec.family == "encoder" else spec.n_decoder_layers
+    if spec.family == "encoder-decoder":
+        values["model.n_encoder_layers"] = spec.n_encoder_layers
+    values.update({f"model.{key}": getattr(spec, attr) for key, attr in _MODEL_KEYS.items()})
     return values
 
 
