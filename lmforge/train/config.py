@@ -165,6 +165,20 @@ class QATConfig:
 
 
 @dataclass
+class LogConfig:
+    """Where training metrics go besides ``metrics.jsonl`` (always written); rank 0 only.
+
+    ``lmforge train --log.tensorboard true --log.wandb PROJECT``: the same metric names in
+    every sink (``lmforge.train.loggers``).
+    """
+
+    tensorboard: bool = False  # TensorBoard event files under RUN_DIR/tensorboard (extra: lmforge[tensorboard])
+    wandb: str | None = None  # a Weights & Biases project (extra: lmforge[wandb]); WANDB_MODE=offline without a network
+    wandb_entity: str | None = None  # the W&B team or user; None: the account's default
+    wandb_name: str | None = None  # the W&B run's name; None: the run's name
+
+
+@dataclass
 class RunConfig:
     name: str = "run"
     out_dir: str = "runs"
@@ -174,6 +188,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     qat: QATConfig = field(default_factory=QATConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def run_dir(self) -> Path:
