@@ -140,18 +140,21 @@ def help_lines(cls: type, title: str) -> str:
     docs, values = field_docs(cls), defaults(cls)
     lines = [title]
     for key, kind in keys(cls).items():
-        lines.append(f"  --{key} {metavar(kind)}  (default: {_shown(values[key])})")
+        lines.append(f"  --{key} {metavar(kind)}  (default: {shown(values[key])})")
         if key in docs:
             lines.append(textwrap.fill(docs[key], width=100, initial_indent=" " * 8, subsequent_indent=" " * 8))
     return "\n".join(lines)
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
+    """A default as a user would type it: null, true, 8192, a,b."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    if isinstance(value, list):
+        return ",".join(map(str, value)) if value else "none"
+    return str(value)
 
 
 # ---- values -------------------------------------------------------------------------------------------------------

@@ -6,8 +6,11 @@ import math
 from pathlib import Path
 
 from lmforge.cli.output import print_json, print_lines, print_table
+from lmforge.cli.signature import settings_from
+from lmforge.generate.config import GenerateConfig
 
 
+@settings_from(GenerateConfig)
 def generate(
     run_dir: str,
     /,
@@ -30,7 +33,7 @@ def generate(
     stream: bool = False,
     json: bool = False,
 ) -> None:
-    """Sample text from a trained run: a decoder continues each prompt; an encoder-decoder
+    r"""Sample text from a trained run: a decoder continues each prompt; an encoder-decoder
     maps each prompt (its input) to an output.
 
     Settings come from the GenerateConfig defaults, then --config (a YAML file of the same
@@ -45,15 +48,7 @@ def generate(
             one prompt with --whole-file)
         whole_file: read --prompt-file as a single prompt
         config: a YAML file of generation settings (GenerateConfig)
-        max_new_tokens: new tokens per output at most; 0 prints the prompt (default 64)
-        temperature: sampling temperature, 0 = greedy (default 0.8)
-        top_k: keep the k most probable tokens, 0 = off (default 50)
-        top_p: nucleus sampling, keep the smallest set reaching p, 1 = off (default 1.0)
-        min_p: keep tokens with p >= min_p x p_max, 0 = off (default 0.0)
-        repetition_penalty: > 1 discourages repeating tokens, 1 = off (default 1.0)
         stop: strings that end an output (before the stop string); any number
-        seed: sampling seed; same seed, same text (default 0)
-        num_samples: outputs per prompt, seeds seed, seed+1, ... (default 1)
         num_beams: beam search with this many beams (encoder-decoders; 1 = the sampling settings)
         length_penalty: beam search ranks by log-probability / length ** length_penalty
         stream: print the text as it is generated (one prompt, one sample)
@@ -67,7 +62,6 @@ def generate(
     import sys
 
     from lmforge.errors import UserError
-    from lmforge.generate.config import GenerateConfig
 
     settings = GenerateConfig.from_yaml(config) if config else GenerateConfig()
     settings = settings.replace(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,

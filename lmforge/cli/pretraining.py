@@ -14,6 +14,7 @@ from lmforge.cli import pretraining_tables as tables
 from lmforge.cli.output import print_json
 from lmforge.cli.signature import passthrough
 from lmforge.errors import UserError, check_whole
+from lmforge.train.config import RunConfig
 
 
 def tokenizer_train(
@@ -92,7 +93,7 @@ def prepare(
     print_json(manifest.to_dict()) if json else tables.manifest(manifest, out)
 
 
-@passthrough("overrides")
+@passthrough("overrides", config=RunConfig)
 def train(
     *,
     config: str | None = None,
@@ -106,6 +107,7 @@ def train(
     quiet: bool = False,
     json: bool = False,
     force: bool = False,
+    print_config: bool = False,
     overrides: list[str] | None = None,
 ) -> None:
     """Pretrain (or continue pretraining) a language model of any family, in one process
@@ -130,17 +132,18 @@ def train(
         quiet: no progress bar: one line per log step
         json: print the result (steps, tokens, speed, validation) as JSON at the end
         force: train even when the preflight predicts that the run will not fit in device memory
+        print_config: print the config the flags and files resolve to (YAML; JSON with --json) and stop
         overrides: --section.key VALUE pairs
 
     Examples:
         lmforge train --data general=books.txt --train.max_tokens 20M --name books
         lmforge train --config run.yaml --train.lr 3e-4 --tokens auto
+        lmforge train --config run.yaml --model.preset tiny-llama --print-config > resolved.yaml
         lmforge train --data books.txt --budget 5min --law sweeps/books/law.json
         lmforge train --resume runs/books
         lmforge train --init-from runs/books --qat int4 --qat.group-size 32 --train.max-steps 200
     """
     from lmforge.train.config import load_config, parse_overrides
-    from lmforge.train.loop import train as run_training
     from lmforge.train.validate import flag_names, validate_config
 
     values = parse_overrides(overrides or [])
@@ -169,6 +172,13 @@ def train(
         raise UserError("the run directory to resume has no config.yaml", resume,
                         "pass a directory written by lmforge train")
     run_config = validate_config(load_config(config, values), names)
+    if print_config:
+        from lmforge.configs import to_yaml
+
+        print_json(run_config.to_dict()) if json else sys.stdout.write(to_yaml(run_config))
+        return
+    from lmforge.train.loop import train as run_training
+
     hook = None
     if run_config.qat.precision != "none":  # quantization-aware training (--qat int4)
         from lmforge.quantize.qat import qat_hook

@@ -1,11 +1,13 @@
 """Build an argparse sub-command from a typed function: its signature is the flags,
 its docstring the ``--help``.
 
-Why not jsonargparse here: its flags keep underscores (``--gpu_memory``), booleans
-need a value (``--json true``) and its type errors span many lines. The CLI promises
-``--gpu-memory``, ``--json`` and one-line errors, which stdlib argparse gives with the
-small adapter below. (jsonargparse stays the tool for YAML configs with dotted
-overrides, where it shines.)
+This is the flag side of lmforge's one config mechanism, `lmforge.configs` (whose
+docstring says why it is lmforge's own rather than tyro or jsonargparse): a flag's value
+is converted by `configs.coerce` (so ``--max-new-tokens 1k`` reads as 1000), a verb
+marked ``@settings_from(GenerateConfig)`` shows that dataclass's default and field comment
+for each flag named like one of its fields, and a verb marked
+``@passthrough("overrides", config=RunConfig)`` lists every dotted key of the config,
+with its default, after its flags.
 
 Rules:
 - a parameter without a default is positional, unless keyword-only (after ``*``): then
@@ -29,6 +31,9 @@ import sys
 import types
 import typing
 from collections.abc import Callable
+
+from lmforge import configs
+from lmforge.errors import UserError
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -92,12 +97,12 @@ def _argument_kwargs(annotation: object, default: object, help_text: str) -> dic
 
 
 def _typed(kind: type) -> Callable[[str], object]:
-    """A converter whose error message names the expected type (argparse shows it)."""
+    """A converter through `configs.coerce` whose error names the expected type (argparse shows it)."""
 
     def convert(text: str) -> object:
         try:
-            return kind(text)
-        except ValueError:
+            return configs.coerce("", text, kind)
+        except UserError:
             raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
 
     convert.__name__ = kind.__name__
@@ -107,6 +112,11 @@ def _typed(kind: type) -> Callable[[str], object]:
 def add_verb(subparsers: argparse._SubParsersAction, name: str, function: Callable) -> argparse.ArgumentParser:
     """Add sub-command ``name`` whose flags come from ``function``'s signature."""
     description, helps, epilog = parse_docstring(function.__doc__)
+    config = getattr(function, "config", None)
+    if config is not None:  # the dotted keys a passthrough verb takes, with their defaults
+        keys = configs.help_lines(config, "config keys (--section.key VALUE, or section: {key: VALUE} in --config; "
+                                          "hyphens or underscores):")
+        epilog = f"{keys}\n\n{epilog}" if epilog else keys
     parser = subparsers.add_parser(
         name,
         help=description.split("\n\n")[0].replace("\n", " ").replace("%", "%%") if description else None,
@@ -116,11 +126,17 @@ def add_verb(subparsers: argparse._SubParsersAction, name: str, function: Callab
     )
     hints = typing.get_type_hints(function)
     passthrough = getattr(function, "passthrough", None)
+    settings = getattr(function, "settings", None)
+    setting_docs = configs.field_docs(settings) if settings else {}
+    setting_defaults = configs.defaults(settings) if settings else {}
     for param in inspect.signature(function).parameters.values():
         if param.name == passthrough:
             continue
+        text = helps.get(param.name, "") or setting_docs.get(param.name, "")
+        if param.default is None and param.name in setting_defaults:  # None: the dataclass's default
+            text += f" (default: {configs.shown(setting_defaults[param.name])})"
         # argparse formats help with %: a literal one (40%) must be %%
-        text = helps.get(param.name, "").replace("%", "%%")
+        text = text.strip().replace("%", "%%")
         kwargs = _argument_kwargs(hints.get(param.name, str), param.default, text)
         required = param.default is inspect.Parameter.empty
         positional = param.kind is inspect.Parameter.POSITIONAL_ONLY or (
@@ -140,12 +156,25 @@ def add_verb(subparsers: argparse._SubParsersAction, name: str, function: Callab
     return parser
 
 
-def passthrough(name: str) -> Callable[[Callable], Callable]:
+def passthrough(name: str, config: type | None = None) -> Callable[[Callable], Callable]:
     """Mark a verb whose parameter ``name`` (a ``list[str]``) receives every argument the
-    signature does not declare, e.g. dotted config overrides ``--train.lr 3e-4``."""
+    signature does not declare, e.g. dotted config overrides ``--train.lr 3e-4``; the keys
+    of dataclass ``config`` are listed in its ``--help``."""
 
     def mark(function: Callable) -> Callable:
         function.passthrough = name
+        function.config = config
+        return function
+
+    return mark
+
+
+def settings_from(config: type) -> Callable[[Callable], Callable]:
+    """Mark a verb whose flags named like fields of dataclass ``config`` default to None
+    (the dataclass's value): their help shows that default and the field's comment."""
+
+    def mark(function: Callable) -> Callable:
+        function.settings = config
         return function
 
     return mark

@@ -1,6 +1,3 @@
-"""Generating token ids from a trained model; a simple sampler for now (the full engine with
-logits processors comes in the generation issue)."""
-
-from lmforge.generate.sample import sample
-
-__all__ = ["sample"]
+"""Using a trained model: the generation engine (`engine`), its settings (`config`, torch-free),
+logits processors, beam search and fill-mask. Nothing is imported here, so that the CLI can
+read a GenerateConfig without loading torch."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lmforge.errors import UserError
-from lmforge.generate import sample
+from lmforge.generate.sample import sample
 from lmforge.models import build_model
 from lmforge.plan.presets import get_preset
 
