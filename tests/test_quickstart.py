@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
+import torch
 
+from lmforge.data.tokenizer import Tokenizer
 from lmforge.plan.presets import get_preset
 from lmforge.quickstart import free_run_dir, run_quickstart
 from lmforge.train.calibrate import calibrate
@@ -29,7 +32,12 @@ def test_quickstart_runs_end_to_end(tmp_path, monkeypatch, forced, precision):
     if budget["loss_applies"]:  # the default law was fitted with this tokenizer (same Python's docstrings)
         assert plan["loss"] is not None
         assert any(line.startswith(f"predicted validation loss {plan['loss']:.3f}, measured") for line in lines)
-    assert result.validation["pydocs"].bits_per_byte > 0
+    validation = result.validation["pydocs"]
+    vocab_size = Tokenizer.load(result.run_dir / "tokenizer.json").vocab_size
+    assert validation.loss < math.log(vocab_size)  # it learned: below the uniform distribution's ln V nats
+    report = json.loads((result.run_dir / "report.json").read_text())
+    assert report["measured"]["validation"]["pydocs"]["loss"] == pytest.approx(validation.loss)
+    assert report["compare"]["tokens"]["measured"] == result.tokens
     text = "\n".join(lines)
     assert "sample (temperature 0.8, top-k 40):\nReturn the" in text
     assert "validation:" in text and "everything is in" in text
@@ -38,7 +46,19 @@ def test_quickstart_runs_end_to_end(tmp_path, monkeypatch, forced, precision):
     assert free_run_dir(tmp_path, "qs") == "qs-2"  # a second quickstart does not clobber the first
 
 
-def test_calibration_measures_a_positive_rate():
+def test_calibration_times_steps_and_leaves_the_run_rng_alone():
+    """A step of A micro-batches costs A x micro-batch + optimizer seconds (calibrate's docstring); evaluation
+    counts whole micro-batches; the timed copy of the model does not move the run's random stream, and the
+    same setting is measured once per process."""
     spec = get_preset("tiny-gpt2").spec
+    torch.manual_seed(7)
+    expected_next = torch.rand(3)
+    torch.manual_seed(7)
     speed = calibrate(spec, seq_len=32, micro_batch=2, steps=1)
-    assert speed.tokens_per_second() > 0 and speed.eval_seconds(64) > 0
+    assert torch.equal(torch.rand(3), expected_next)
+    assert speed.timed_steps == 1 and min(speed.micro_batch_seconds, speed.optimizer_seconds) > 0
+    assert speed.tokens_per_second(4) == pytest.approx(
+        4 * 2 * 32 / (4 * speed.micro_batch_seconds + speed.optimizer_seconds))
+    assert speed.eval_seconds(64) == speed.eval_micro_batch_seconds  # 64 tokens: one micro-batch of 2 x 32
+    assert speed.eval_seconds(65) == 2 * speed.eval_micro_batch_seconds
+    assert calibrate(spec, seq_len=32, micro_batch=2, steps=1) is speed

@@ -103,11 +103,51 @@ def test_cost_and_advise(capsys):
     assert advice["family"] == "encoder-decoder" and advice["n_params"] > 0
 
 
-def test_tables_print_units(capsys):
-    for argv in (["plan", "--flops", "1e21"], ["memory", "gpt2"], ["cost", "gpt2"], ["advise", "--task", "ner"]):
-        code, out, err = run(capsys, *argv)
-        assert code == 0, err
-        assert out.strip()
+def _row(out: str, first_cell: str) -> list[str]:
+    """The cells of the table row whose first cell is ``first_cell`` (rich's box characters split cells)."""
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.replace("┃", "│").split("│")[1:-1]]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in:\n{out}")
+
+
+def test_tables_print_the_json_numbers_with_units(capsys):
+    """Each table shows the numbers its --json gives, formatted with their units."""
+    from lmforge.plan.units import format_bytes, format_count, format_dollars
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COLUMNS", "250")  # no wrapped cells
+        plan = run_json(capsys, "plan", "--flops", "1e21")
+        _, out, _ = run(capsys, "plan", "--flops", "1e21")
+        assert "1e+21 FLOP" in out
+        for law in plan["laws"]:
+            row = _row(out, law["law"])
+            assert row[1] == format_count(law["n_params"]) and row[2] == format_count(law["n_tokens"])
+            assert float(row[3]) == pytest.approx(law["n_tokens"] / law["n_params"], abs=0.05)
+            assert row[4].rstrip("*") == f"{law['predicted_loss']:.3f}"
+
+        memory = run_json(capsys, "memory", "gpt2")
+        _, out, _ = run(capsys, "memory", "gpt2")
+        assert f"{memory['params']['total']:,} parameters" in out
+        for entry in memory["storage"]:
+            row = _row(out, entry["precision"] if entry["precision"] != "int4" else "int4 (group 128)")
+            assert row[2] == f"{format_bytes(entry['bytes'])} ({format_bytes(entry['bytes'], 'GiB')})"
+
+        cost = run_json(capsys, "cost", "gpt2")
+        _, out, _ = run(capsys, "cost", "gpt2")
+        pre = cost["pretraining"]
+        row = _row(out, f"{format_count(pre['n_tokens'])} (20 per parameter; pass --tokens)")
+        assert row[-1] == format_dollars(pre["dollars"])
+        assert row[1] == f"{pre['flops']:.3g} FLOP"
+        hosting = cost["hosting"]
+        assert f"{format_dollars(hosting['dollars_per_month'])}" in out and format_bytes(hosting["weight_bytes"]) in out
+
+        advice = run_json(capsys, "advise", "--task", "ner")
+        _, out, _ = run(capsys, "advise", "--task", "ner")
+        assert _row(out, "family")[1] == advice["family"] and _row(out, "objective")[1] == advice["objective"]
+        assert f"lmforge preset {advice['preset']}" in out and advice["command"] in out
+
     code, out, _ = run(capsys, "memory", "gpt2", "--gpu-memory", "24GiB")
     assert "GB" in out and "GiB" in out and "fits" in out
 

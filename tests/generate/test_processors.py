@@ -1,5 +1,5 @@
 """The logits processors against hand-computed distributions, the chain's order, the sampling
-frequencies (chi-square), the simple sampler's unchanged draws, and the argument checks."""
+frequencies (chi-square), the simple sampler's distribution, and the argument checks."""
 
 from __future__ import annotations
 
@@ -281,25 +281,29 @@ def test_batch_rows_are_processed_independently():
         assert torch.equal(together[b : b + 1], chain(logits[b : b + 1], generated[b : b + 1]))
 
 
-def _old_next_token(logits, temperature, top_k, vocab, generator):
-    """The simple sampler's step before it used the chain (kept here as the reference)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None and top_k < vocab:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+@pytest.mark.parametrize("temperature, top_k", [(1.5, 3), (0.7, 5), (2.0, None)])
+def test_simple_sampler_draws_from_the_top_k_softmax_at_the_temperature(temperature, top_k):
+    """The simple sampler's draws follow softmax(logits / T) over the k largest logits (Fan et al. 2018):
+    chi-square, alpha = 0.001, 100 000 seeded draws; the test has power (T = 1 is rejected); seeded draws repeat."""
+    n, row = 100_000, torch.tensor([[2.0, -1.0, 0.5, 1.5, 0.0, 1.0, -0.5, 0.25]])  # (1, V)
+    kept = torch.topk(row[0], top_k or row.shape[1]).indices.sort().values.numpy()
+    draws = _next_token(row.expand(n, -1), temperature, top_k, torch.Generator().manual_seed(3))  # (N, 1)
+    counts = np.bincount(draws.flatten().numpy(), minlength=row.shape[1])
+    assert counts.sum() - counts[kept].sum() == 0  # nothing outside the top k
+    scaled = np.exp(row[0].double().numpy()[kept] / temperature)
+    assert chisquare(counts[kept], scaled / scaled.sum() * n).pvalue > 0.001
+    untempered = np.exp(row[0].double().numpy()[kept])
+    assert chisquare(counts[kept], untempered / untempered.sum() * n).pvalue < 1e-9
+    again = _next_token(row.expand(n, -1), temperature, top_k, torch.Generator().manual_seed(3))
+    assert torch.equal(draws, again)
 
 
-def test_simple_sampler_draws_the_same_ids_as_before():
+def test_simple_sampler_at_temperature_zero_is_the_first_argmax():
     torch.manual_seed(5)
-    for temperature, top_k in [(0, 50), (1.0, None), (0.8, 50), (1.5, 3), (0.5, 1), (2.0, 64)]:
-        new_gen, old_gen = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
-        for _ in range(20):
-            logits = torch.randn(1, 64) * 3  # (1, V)
-            new = _next_token(logits, temperature, top_k, new_gen)
-            assert torch.equal(new, _old_next_token(logits, temperature, top_k, 64, old_gen))
+    logits = torch.randn(64, 50)  # (B, V)
+    logits[0, [3, 7]] = 10.0  # a tie: the first index wins
+    ids = _next_token(logits, 0, 50, torch.Generator().manual_seed(0))
+    assert torch.equal(ids[:, 0], logits.argmax(dim=-1)) and int(ids[0]) == 3
 
 
 # --- bad arguments ---

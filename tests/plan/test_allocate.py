@@ -140,8 +140,14 @@ def test_bad_numbers_raise_user_error(kwargs):
         resolve_budget(**kwargs)
 
 
-def test_budget_to_dict_is_json():
-    json.dumps(resolve_budget(dollars=1e6, gpus="8xH100").to_dict())
+def test_budget_to_dict_carries_the_derived_compute():
+    """$1M at the example $2.50/GPU-hour is 400,000 H100-hours: x 3600 s x 989 TFLOP/s (dense bf16 peak) x MFU 0.4
+    = 5.70e23 FLOPs, over 8 GPUs 2,083 days; the dict is plain JSON (no NaN) and says the rate is an example."""
+    data = resolve_budget(dollars=1e6, gpus="8xH100").to_dict()
+    assert json.loads(json.dumps(data, allow_nan=False)) == data
+    assert data["flops"] == pytest.approx(4e5 * 3600 * 989e12 * 0.4, rel=1e-9)
+    assert data["days"] == pytest.approx(4e5 / 8 / 24) and (data["gpu"], data["gpu_count"]) == ("H100-SXM", 8)
+    assert data["source"] == "dollars" and any("EXAMPLE" in note for note in data["notes"])
 
 
 # ---------------------------------------------------------------- allocate
@@ -215,8 +221,13 @@ def test_allocate_rejects_unknown_and_empty_laws():
         allocate(budget, [])
 
 
-def test_allocations_to_dict_are_json():
-    json.dumps([a.to_dict() for a in allocate(resolve_budget(params=7e9))])
+def test_allocations_to_dict_are_the_allocations():
+    """Each allocation's dict is plain JSON with the allocation's own numbers (C = 6ND holds in it)."""
+    for allocation in allocate(resolve_budget(params=7e9)):
+        data = allocation.to_dict()
+        assert json.loads(json.dumps(data, allow_nan=False)) == data
+        assert (data["law"], data["n_params"], data["n_tokens"]) == (allocation.law, 7e9, allocation.n_tokens)
+        assert 6 * data["n_params"] * data["n_tokens"] == pytest.approx(data["flops"], rel=1e-9)
 
 
 def test_budget_is_frozen():
@@ -260,7 +271,8 @@ def test_known_run_verdicts_are_consistent():
             assert v.undertrained == pytest.approx(v.oversized, rel=1e-9)
             assert 6 * v.optimal_n_params * v.optimal_n_tokens == pytest.approx(comparison.flops, rel=1e-9)
             assert v.predicted_loss is not None
-        json.dumps(comparison.to_dict())
+        data = json.loads(json.dumps(comparison.to_dict(), allow_nan=False))
+        assert data["flops"] == comparison.flops and len(data["verdicts"]) == len(comparison.verdicts)
 
 
 def test_compare_known_subset_and_unknown_law():
