@@ -6,9 +6,14 @@ sends each document to train or validation by a hash of (seed, source name, docu
 index), and writes raw little-endian token arrays (uint16 when the vocabulary fits, else
 uint32), at most ``shard_tokens`` tokens per file, as nanoGPT's ``prepare.py`` does with
 ``np.memmap`` (Karpathy, nanoGPT, data/openwebtext/prepare.py). Everything is written in a
-temporary directory first and renamed into place; the manifest is written last, so an
-interrupted or failed prepare leaves the previous state (or nothing) and never a
-half-written file.
+temporary directory ``OUT/.tmp-prepare-PID/`` first (`lmforge.fileio.staging_directory`:
+the shard directory holds its lock file and maybe files that are not ours, so it is not
+swapped whole), the old manifest removed, the shards renamed into place one by one, and
+the manifest written last (atomically): it marks a finished shard directory, as
+``state.json`` marks a checkpoint (write-temp-then-rename, Pillai et al., OSDI 2014,
+Sec. 2). An interrupted or failed prepare leaves the previous state (or no manifest) and
+never a half-written file; the next prepare removes its temporaries
+(`lmforge.fileio.remove_stale_temp_files`).
 
 Opening them (``open_shards``, ``TokenStore``) lives in ``lmforge.data.store`` and is
 re-exported here.
@@ -20,8 +25,6 @@ import hashlib
 import itertools
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,13 +44,14 @@ from lmforge.data.manifest import (
 from lmforge.data.store import TokenStore, TokenView, open_shards, shard_problems
 from lmforge.dirlock import DirectoryLock
 from lmforge.errors import UserError, check_whole
+from lmforge.fileio import move_into, remove_stale_temp_files, staging_directory
 
 __all__ = ["prepare", "open_shards", "TokenStore", "TokenView", "token_dtype", "split_of", "DEFAULT_SHARD_TOKENS"]
 
 DEFAULT_SHARD_TOKENS = 64 * 2**20  # 128 MiB of uint16 per file
 DEFAULT_BATCH_DOCUMENTS = 1000
 _BATCH_CHARS = 1 << 24  # also cut a batch at 16 Mi characters, so that huge documents do not pile up
-_TMP_PREFIX = ".prepare-tmp-"
+_STAGING = "prepare"  # OUT/.tmp-prepare-PID/ while shards are written
 
 
 class _TokenizerLike(Protocol):  # lmforge.data.tokenizer.Tokenizer
@@ -267,24 +271,6 @@ def _differences(old: Manifest, new: Manifest) -> list[str]:
     return diffs
 
 
-def _remove_stale_tmp_dirs(out_dir: Path) -> None:
-    """Remove temp directories left by a prepare that was killed (its process is gone)."""
-    for path in out_dir.glob(_TMP_PREFIX + "*"):
-        match = re.match(re.escape(_TMP_PREFIX) + r"(\d+)-", path.name)
-        if not match or not path.is_dir():
-            continue
-        pid = int(match.group(1))
-        try:
-            os.kill(pid, 0)
-            alive = True
-        except ProcessLookupError:
-            alive = False
-        except PermissionError:
-            alive = True
-        if not alive:
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def _check_prepare_args(sources: Sequence[_SpecLike], val_fraction: float, seed: int, shard_tokens: int) -> None:
     if not sources:
         raise UserError("no sources to prepare", None, "pass at least one --data PATH")
@@ -387,11 +373,33 @@ def _prepare_locked(sources: Sequence[_SpecLike], tokenizer: _TokenizerLike, out
                     return old
                 say(f"shards damaged ({problems[0]}); rebuilding")
 
-    _remove_stale_tmp_dirs(out_dir)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
+    remove_stale_temp_files(out_dir)
+    with staging_directory(out_dir, _STAGING) as tmp:  # removed when the block ends, however it ends
+        entries = _write_sources(sources, read_documents, fingerprints, tokenizer, tmp, dtype, seed=seed,
+                                 val_fraction=val_fraction, shard_tokens=shard_tokens, batch_size=batch_size, say=say)
+        manifest = manifest_for(entries)
+        # Commit: drop the old manifest first, so that no moment exists where a manifest
+        # describes files that are being replaced; then move the shards, then the manifest.
+        (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+        new_files = {s.file for e in entries for split in SPLITS for s in e.split(split).shards}
+        move_into(tmp, sorted(new_files), out_dir)
+        write_manifest(out_dir, manifest)
+        if old is not None:
+            for name in {s.file for e in old.sources for split in SPLITS for s in e.split(split).shards} - new_files:
+                if Path(name).name == name:
+                    (out_dir / name).unlink(missing_ok=True)
+    say(f"wrote {len(new_files)} shard files and {out_dir / MANIFEST_NAME}")
+    return manifest
+
+
+def _write_sources(sources: Sequence[_SpecLike], read_documents: Callable[[Any], tuple[Iterable[str], Any]],
+                   fingerprints: Sequence[str], tokenizer: _TokenizerLike, tmp: Path, dtype: np.dtype, *, seed: int,
+                   val_fraction: float, shard_tokens: int, batch_size: int,
+                   say: Callable[[str], None]) -> tuple[SourceEntry, ...]:
+    """Tokenize every source into shard files in ``tmp`` (each fsynced); their manifest entries."""
     writers: list[_SplitWriter] = []
+    entries = []
     try:
-        entries = []
         for spec, stem, fp in zip(sources, _file_stems([s.name for s in sources]), fingerprints, strict=True):
             pair = {split: _SplitWriter(tmp, stem, split, dtype, shard_tokens) for split in SPLITS}
             writers.extend(pair.values())
@@ -418,23 +426,8 @@ def _prepare_locked(sources: Sequence[_SpecLike], tokenizer: _TokenizerLike, out
                 f"{spec.name}: {kept:,} documents, {train.tokens:,} train + {val.tokens:,} val tokens"
                 + (f" ({'; '.join(notes)})" if notes else "")
             )
-        manifest = manifest_for(tuple(entries))
-        # Commit: drop the old manifest first, so that no moment exists where a manifest
-        # describes files that are being replaced; then move the shards, then the manifest.
-        (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-        new_files = {s.file for e in entries for split in SPLITS for s in e.split(split).shards}
-        for name in sorted(new_files):
-            os.replace(tmp / name, out_dir / name)
-        write_manifest(out_dir, manifest)
-        if old is not None:
-            for name in {s.file for e in old.sources for split in SPLITS for s in e.split(split).shards} - new_files:
-                if Path(name).name == name:
-                    (out_dir / name).unlink(missing_ok=True)
     except BaseException:
         for w in writers:
             w.abort()
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(tmp, ignore_errors=True)
-    say(f"wrote {len(new_files)} shard files and {out_dir / MANIFEST_NAME}")
-    return manifest
+    return tuple(entries)

@@ -19,7 +19,7 @@ from lmforge.models.build import build_model
 from lmforge.plan.specs import ModelSpec
 from lmforge.quantize.convert import Scheme, make_scheme, quantized_skeleton
 from lmforge.quantize.paths import apply_compute_plan, compute_plan
-from lmforge.quantize.store import load_tensors
+from lmforge.tensorfile import load_tensors
 from lmforge.train.checkpoint import fit_problems
 
 QUANT_FILE = "quantization.json"
@@ -62,7 +62,8 @@ def load_quantized(run_dir: Path, spec: ModelSpec, info: dict, layout: str) -> t
     with torch.device("meta"):
         model = build_model(spec)
     quantized_skeleton(model, scheme)
-    tensors, _ = load_tensors(weights)
+    tensors, _ = load_tensors(weights, what="unreadable weights file",
+                              fix="quantize the run again (lmforge quantize RUN_DIR --force)")  # 64-byte aligned
     _check_fits(tensors, model.state_dict(), weights)
     model.load_state_dict(tensors, strict=True, assign=True)
     model.tie_weights()  # assignment gives each name its own Parameter; a quantized tied pair shares buffers already

@@ -24,8 +24,8 @@ from lmforge import __version__
 from lmforge.fileio import atomic_directory, check_output, sha256_of
 from lmforge.quantize.convert import QUANTIZED_MODULES, Scheme
 from lmforge.quantize.load import QUANT_FILE, QUANT_FORMAT
-from lmforge.quantize.store import save_tensors
 from lmforge.runs import LoadedRun
+from lmforge.tensorfile import save_tensors
 from lmforge.train.config import save_config
 
 

@@ -11,25 +11,27 @@ Layout (DESIGN.md, "A run directory")::
         rng.safetensors           # torch CPU (and CUDA) RNG, python `random`, numpy
         state.json                # the caller's dict: step, tokens seen, data position...
 
-A checkpoint is written into ``checkpoints/.tmp-step-000500-<pid>/``, each file and the
-directory fsync'ed, then renamed onto ``step-000500`` (``rename`` is atomic on POSIX);
-only then is ``latest`` replaced (``latest.tmp`` + ``os.replace``) and are old
-checkpoints pruned. A writer killed at any moment leaves ``latest`` on a complete
+A checkpoint is written into ``checkpoints/.tmp-step-000500-<pid>/``, ``state.json``
+last (its presence marks a finished directory), then every file and the directory are
+fsync'ed and it is renamed onto ``step-000500`` (``rename`` is atomic on POSIX); only
+then is ``latest`` replaced (written to ``.latest.tmp-<pid>`` and renamed onto it) and
+are old checkpoints pruned. A writer killed at any moment leaves ``latest`` on a complete
 checkpoint; its ``.tmp-*`` directory is ignored on load and removed by the next save.
 This is the write-temp-then-rename protocol of Pillai et al., "All File Systems Are Not
-Created Equal" (OSDI 2014, Sec. 2) and of LevelDB/SQLite's journals.
+Created Equal" (OSDI 2014, Sec. 2) and of LevelDB/SQLite's journals; the temp names,
+fsyncs and renames are ``lmforge.fileio``'s (`new_temp_directory`, `commit_directory`,
+`write_atomic`, `remove_stale_temp_files`).
 
 Loading reads safetensors and JSON only: nothing is unpickled (DESIGN.md, Conventions).
-Tied weights (GPT-2's embedding and output projection share one tensor) are stored once
-and the other names recorded as aliases in the file's metadata, since safetensors
-refuses tensors that share storage (safetensors docs, "Torch shared tensors").
+Tensor files are ``lmforge.tensorfile``'s: tied weights (GPT-2's embedding and output
+projection share one tensor) are stored once and the other names recorded as aliases in
+the file's metadata, since safetensors refuses tensors that share storage.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import re
 import shutil
@@ -38,10 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
 from lmforge.errors import UserError
-from lmforge.fileio import save_safetensors
+from lmforge.fileio import atomic_file, commit_directory, new_temp_directory, remove_stale_temp_files, write_atomic
+from lmforge.tensorfile import load_tensors, save_tensors
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -55,7 +57,6 @@ FORMAT = 1  # bump when the layout changes; load refuses a newer one
 FORMAT_KEY = "lmforge_format"  # in safetensors metadata ("format" is often "pt" in other tools' files)
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
-_TMP_DIR = re.compile(r"^\.tmp-step-\d+-(\d+)$")
 
 
 def step_dir_name(step: int) -> str:
@@ -91,14 +92,14 @@ def save_checkpoint(
 
     tmp = begin_checkpoint(run_dir, step)
     try:
-        write_tensors(tmp / MODEL_FILE, _unwrap(model).state_dict(), {FORMAT_KEY: str(FORMAT)})
+        save_tensors(tmp / MODEL_FILE, _unwrap(model).state_dict(), {FORMAT_KEY: str(FORMAT)})
         if optimizer is not None:
             tensors: dict[str, torch.Tensor] = {}
             encoded = _encode(optimizer.state_dict(), "", tensors)
-            write_tensors(tmp / OPTIMIZER_TENSORS, tensors, {FORMAT_KEY: str(FORMAT)})
-            _write_text(tmp / OPTIMIZER_JSON, json.dumps({"format": FORMAT, "state_dict": encoded}) + "\n")
+            save_tensors(tmp / OPTIMIZER_TENSORS, tensors, {FORMAT_KEY: str(FORMAT)})
+            write_atomic(tmp / OPTIMIZER_JSON, json.dumps({"format": FORMAT, "state_dict": encoded}) + "\n")
         write_rng(tmp / RNG_FILE)
-        _write_text(tmp / STATE_FILE, state_text)  # last: its presence marks a finished directory
+        write_atomic(tmp / STATE_FILE, state_text)  # last: its presence marks a finished directory
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -107,48 +108,30 @@ def save_checkpoint(
 
 def begin_checkpoint(run_dir: Path, step: int, pid: int | None = None) -> Path:
     """A fresh ``checkpoints/.tmp-step-XXXXXX-<pid>/`` to write a checkpoint into
-    (stale ones of dead writers removed first)."""
+    (stale temporaries of dead writers removed first: `lmforge.fileio.remove_stale_temp_files`)."""
     ckpt_root = Path(run_dir) / CHECKPOINTS
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp_dirs(ckpt_root)
-    tmp = ckpt_root / f".tmp-{step_dir_name(step)}-{os.getpid() if pid is None else pid}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
+    remove_stale_temp_files(ckpt_root)
+    return new_temp_directory(ckpt_root / step_dir_name(step), pid)
 
 
 def commit_checkpoint(run_dir: Path, tmp: Path, step: int, keep_last: int | None) -> Path:
-    """fsync ``tmp``, rename it onto ``step-XXXXXX``, point ``latest`` at it, prune old
-    ones; on failure ``tmp`` is removed and ``latest`` still names the previous one."""
+    """fsync ``tmp`` and all it holds, rename it onto ``step-XXXXXX`` (re-saving a step swaps
+    the old one out), then point ``latest`` at it and prune old ones; on failure ``tmp`` is
+    removed and ``latest`` still names the previous one."""
     run_dir = Path(run_dir)
-    ckpt_root = run_dir / CHECKPOINTS
     name = step_dir_name(step)
-    try:
-        _fsync_dir(tmp)
-        final = ckpt_root / name
-        if final.exists():  # re-saving a step: move the old one aside, then swap
-            old = ckpt_root / f".tmp-old-{name}-{os.getpid()}"
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
-        _fsync_dir(ckpt_root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _write_text(run_dir / f"{LATEST}.tmp", f"{CHECKPOINTS}/{name}\n")
-    os.replace(run_dir / f"{LATEST}.tmp", run_dir / LATEST)
-    _fsync_dir(run_dir)
+    final = run_dir / CHECKPOINTS / name
+    commit_directory(tmp, final)
+    write_atomic(run_dir / LATEST, f"{CHECKPOINTS}/{name}\n")  # only after the directory's rename
     if keep_last is not None:
-        _prune(ckpt_root, keep_last, keep=final)
+        _prune(run_dir / CHECKPOINTS, keep_last, keep=final)
     return final
 
 
 def write_rng(path: Path) -> None:
     """This process's RNG states (torch CPU/CUDA, python, numpy) as safetensors."""
-    write_tensors(path, *_rng_state())
+    save_tensors(path, *_rng_state())
 
 
 def read_rng(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -159,27 +142,15 @@ def restore_rng(rng: tuple[dict[str, torch.Tensor], dict[str, str]]) -> None:
     _set_rng_state(*rng)
 
 
-def write_text(path: Path, text: str) -> None:
-    """A text file, fsync'ed."""
-    _write_text(path, text)
-
-
 def save_weights(
     path: Path, model: torch.nn.Module | None, state_dict: Mapping[str, torch.Tensor] | None = None
 ) -> Path:
     """Write ``model.state_dict()`` (or ``state_dict``) to one safetensors file atomically
     (the run's final ``model.safetensors``); tied names are stored once."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write_tensors(tmp, state_dict if state_dict is not None else _unwrap(model).state_dict(),
-                       {FORMAT_KEY: str(FORMAT)})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_file(path) as tmp:  # .model.safetensors.tmp-PID, then renamed
+        save_tensors(tmp, state_dict if state_dict is not None else _unwrap(model).state_dict(),
+                     {FORMAT_KEY: str(FORMAT)})
     return path
 
 
@@ -303,61 +274,12 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """safetensors file with each storage saved once; other names become ``aliases`` metadata.
-
-    Names that view the very same memory (same storage, offset, shape, strides, dtype)
-    are aliases of the first; a partial overlap is saved as a copy. fsync'ed.
-    """
-    unique: dict[str, torch.Tensor] = {}
-    aliases: dict[str, str] = {}
-    seen_views: dict[tuple, str] = {}
-    seen_storages: set[tuple] = set()
-    for name, t in tensors.items():
-        t = t.detach()
-        if t.numel() == 0 or t.device.type == "meta":
-            unique[name] = t.contiguous() if t.device.type != "meta" else t
-            continue
-        storage = (t.device, t.untyped_storage().data_ptr())
-        view = (*storage, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
-        if view in seen_views:
-            aliases[name] = seen_views[view]
-            continue
-        if storage in seen_storages:  # overlaps an earlier tensor without being the same view: a copy
-            t = t.clone(memory_format=torch.contiguous_format)
-        else:
-            seen_storages.add(storage)
-            t = t.contiguous()
-        seen_views[view] = name
-        unique[name] = t
-    meta = dict(metadata)
-    if aliases:
-        meta["aliases"] = json.dumps(aliases, sort_keys=True)
-    save_safetensors(unique, path, meta)
-    _fsync_file(path)
-
-
 def _read_tensors(path: Path, map_location: str | torch.device) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors with aliases restored as the same tensor, metadata); UserError if unreadable."""
-    if not path.is_file():
-        raise _corrupt(path, "the file is missing")
-    device = str(map_location) if isinstance(map_location, torch.device) else map_location
-    try:
-        with safe_open(str(path), framework="pt", device=device) as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        aliases = json.loads(meta.get("aliases", "{}"))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise _corrupt(path, f"{type(e).__name__}: {e}") from None
+    """(tensors with aliases restored as the same tensor, metadata) of a checkpoint's
+    safetensors file (`lmforge.tensorfile.load_tensors`); UserError if unreadable or newer."""
+    tensors, meta = load_tensors(path, map_location, what="corrupt checkpoint file", fix=_CORRUPT_FIX)
     if FORMAT_KEY in meta:
         _check_format(meta[FORMAT_KEY], path)
-    for alias, source in aliases.items():
-        if source not in tensors:
-            raise _corrupt(path, f"alias {alias!r} names missing tensor {source!r}")
-        tensors[alias] = tensors[source]
-    for alias, source in meta.items():  # safetensors.torch.save_model's convention: {removed name: kept name}
-        if alias not in tensors and source in tensors:
-            tensors[alias] = tensors[source]
     return tensors, meta
 
 
@@ -524,35 +446,6 @@ def _set_rng_state(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, str])
 # --------------------------------------------------------------------------- files and directories
 
 
-def _write_text(path: Path, text: str) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in ``path`` durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -562,12 +455,11 @@ def _read_json(path: Path) -> Any:
         raise _corrupt(path, f"{type(e).__name__}: {e}") from None
 
 
+_CORRUPT_FIX = "delete that checkpoint directory and resume from an earlier one (see the run's checkpoints/)"
+
+
 def _corrupt(path: Path, why: str) -> UserError:
-    return UserError(
-        f"corrupt checkpoint file: {why}",
-        str(path),
-        "delete that checkpoint directory and resume from an earlier one (see the run's checkpoints/)",
-    )
+    return UserError(f"corrupt checkpoint file: {why}", str(path), _CORRUPT_FIX)
 
 
 def _is_complete(path: Path) -> bool:
@@ -583,28 +475,6 @@ def _step_dirs(ckpt_root: Path) -> list[tuple[int, Path]]:
         return []
     found = [(int(m.group(1)), p) for p in ckpt_root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
     return sorted(found)
-
-
-def _remove_stale_tmp_dirs(ckpt_root: Path) -> None:
-    """Delete ``.tmp-*`` directories left by writers that are no longer running."""
-    for p in ckpt_root.iterdir():
-        if not p.name.startswith(".tmp-"):
-            continue
-        m = _TMP_DIR.match(p.name)
-        pid = int(m.group(1)) if m else None
-        if pid is not None and pid != os.getpid() and _alive(pid):
-            continue  # another live writer (should not happen: one writer per run)
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 def _prune(ckpt_root: Path, keep_last: int, keep: Path) -> None:

@@ -15,9 +15,12 @@ chunk's offset in the full tensor, so reading needs no pickle (DCP's default
 ``.metadata`` file is a pickle: DESIGN.md forbids unpickling what a user hands in).
 Loading reads the chunks that overlap this rank's tensors, whatever strategy and world
 size wrote them (DCP's load-time resharding), and works in a single process too.
-The same write-temp-then-rename protocol as ``checkpoint.py``: rank 0 creates the
-temporary directory, all ranks write into it, rank 0 commits it. All ranks must see the
-same run directory (one machine, or a shared filesystem across machines).
+The same write-temp-then-rename protocol as ``checkpoint.py`` (Pillai et al., OSDI 2014,
+Sec. 2; its temp names, fsyncs and renames are ``lmforge.fileio``'s): rank 0 creates the
+temporary directory (``begin_checkpoint``), all ranks write into it, rank 0 writes
+``state.json`` last and commits it (``commit_checkpoint``: fsync, rename, then ``latest``).
+All ranks must see the same run directory (one machine, or a shared filesystem across
+machines). DCP writes the shard files; ``rng.safetensors`` is ``lmforge.tensorfile``'s.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch
 from lmforge.distributed.env import DistEnv, barrier, broadcast
 from lmforge.distributed.state import MODEL, init_optimizer_state, training_tensors
 from lmforge.errors import UserError
+from lmforge.fileio import write_atomic
 from lmforge.train.checkpoint import (
     CHECKPOINTS,
     RNG_FILE,
@@ -44,7 +48,6 @@ from lmforge.train.checkpoint import (
     restore_rng,
     step_dir_name,
     write_rng,
-    write_text,
 )
 
 
@@ -71,9 +74,9 @@ def save_sharded(run_dir: Path, step: int, env: DistEnv, strategy: str, model: t
         if env.main:
             keys = sorted(tensors) if env.world == 1 else None
             layout = {"format": 1, "strategy": strategy, "world_size": env.world, "keys": keys}
-            write_text(tmp / SHARDED_LAYOUT, json.dumps(layout, indent=2) + "\n")
+            write_atomic(tmp / SHARDED_LAYOUT, json.dumps(layout, indent=2) + "\n")
             write_rng(tmp / RNG_FILE)
-            write_text(tmp / STATE_FILE, state_text)
+            write_atomic(tmp / STATE_FILE, state_text)  # last: its presence marks a finished directory
     except BaseException:
         if env.main:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -19,6 +19,7 @@ from lmforge.data.manifest import MANIFEST_NAME
 from lmforge.data.mixture import Mixture
 from lmforge.data.shards import TokenView, open_shards, prepare, split_of
 from lmforge.errors import UserError
+from lmforge.fileio import remove_stale_temp_files
 from tests.corpora import corpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -315,7 +316,7 @@ def test_killed_prepare_leaves_no_manifest_and_is_cleaned_up(tmp_path):
         proc.kill()
         proc.wait()
     assert not (out / MANIFEST_NAME).exists()
-    assert [p.name for p in out.iterdir() if p.name.startswith(".prepare-tmp-")]  # the dead run's temp dir
+    assert [p.name for p in out.iterdir() if p.name.startswith(".tmp-prepare-")]  # the dead run's temp dir
     with pytest.raises(UserError, match="no manifest"):
         open_shards(out)
     prepare([spec], CharTokenizer(), out)
@@ -382,11 +383,11 @@ def test_end_to_end_with_real_tokenizer_and_sources(tmp_path, monkeypatch):
 
 
 def test_temp_dir_of_a_live_process_is_kept(tmp_path):
-    live = tmp_path / f".prepare-tmp-{os.getppid()}-abc"
-    dead = tmp_path / ".prepare-tmp-999999999-abc"
+    live = tmp_path / f".tmp-prepare-{os.getppid()}"
+    dead = tmp_path / ".tmp-prepare-999999999"
     live.mkdir()
     dead.mkdir()
-    shards._remove_stale_tmp_dirs(tmp_path)
+    remove_stale_temp_files(tmp_path)  # what prepare calls first
     assert live.exists() and not dead.exists()
 
 

@@ -56,7 +56,7 @@ def test_int8_bf16_path_matches_the_reference_on_every_shape(shape):
 
 def test_int8_codes_at_an_unaligned_address_do_not_reach_the_kernel():
     """torch 2.13's int8 kernel segfaults on codes not 64-byte aligned (safetensors hands out such
-    tensors; lmforge.quantize.store copies them); the module dequantizes instead."""
+    tensors; lmforge.tensorfile copies them); the module dequantizes instead."""
     module, w_hat = _int8(384, 128)
     buffer = torch.empty(384 * 128 + 56, dtype=torch.int8)
     unaligned = buffer[56:].view(384, 128)

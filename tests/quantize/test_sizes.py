@@ -14,7 +14,7 @@ from lmforge.plan.presets import get_preset
 from lmforge.plan.storage import weight_bytes
 from lmforge.quantize.convert import make_scheme, model_bytes, quantize_model
 from lmforge.quantize.report import quantize_run
-from lmforge.quantize.store import tensor_data_bytes
+from lmforge.tensorfile import tensor_data_bytes
 from tests.cli.cli_run import run as cli
 
 PRESETS = ["tiny-gpt2", "tiny-llama", "tiny-bert", "tiny-t5", "tiny-bart"]

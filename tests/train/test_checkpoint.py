@@ -17,6 +17,8 @@ import torch
 from safetensors import safe_open
 
 from lmforge.errors import UserError
+from lmforge.fileio import remove_stale_temp_files
+from lmforge.tensorfile import save_tensors
 from lmforge.train import checkpoint as ck
 from lmforge.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -198,7 +200,7 @@ def test_weights_files_interoperate_with_safetensors_save_model(tmp_path):
 def test_weights_file_stores_each_shared_tensor_once_and_copies_partial_overlaps(tmp_path):
     base = torch.arange(12.0)
     tensors = {"a": base, "a_again": base, "first_half": base[:6], "strided": base[::2], "other": torch.ones(3)}
-    ck.write_tensors(tmp_path / "t.safetensors", tensors, {})
+    save_tensors(tmp_path / "t.safetensors", tensors, {})
     loaded, meta = ck._read_tensors(tmp_path / "t.safetensors", "cpu")
     for k, v in tensors.items():
         assert_same_tensor(loaded[k], v, k)
@@ -328,6 +330,8 @@ WRITER = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
     import torch
+    from lmforge import tensorfile
+    from lmforge.fileio import temp_path
     from lmforge.train import checkpoint as ck
 
     run, mode = Path(sys.argv[1]), sys.argv[2]
@@ -346,21 +350,21 @@ WRITER = textwrap.dedent(
         time.sleep(60)
 
     if mode == "mid-file":  # killed with optimizer.safetensors half written
-        real = ck.save_safetensors
+        real = tensorfile.save_safetensors
         def partial(tensors, filename, metadata=None):
             real(tensors, filename, metadata)
             if str(filename).endswith("optimizer.safetensors"):
                 os.truncate(filename, os.path.getsize(filename) // 2)
                 hang()
-        ck.save_safetensors = partial
-    elif mode == "before-latest":  # killed after the rename, with latest.tmp half written
-        real_text = ck._write_text
+        tensorfile.save_safetensors = partial
+    elif mode == "before-latest":  # killed after the rename, with latest's temp file half written
+        real_text = ck.write_atomic
         def partial_text(path, text):
-            if Path(path).name == "latest.tmp":
-                Path(path).write_text(text[:8])
+            if Path(path).name == "latest":
+                temp_path(Path(path)).write_text(text[:8])
                 hang()
-            real_text(path, text)
-        ck._write_text = partial_text
+            return real_text(path, text)
+        ck.write_atomic = partial_text
     ck.save_checkpoint(run, 2, model, opt, {"tokens": 2})
     (run / "finished").write_text("x")
     """
@@ -406,7 +410,8 @@ def test_sigkill_while_writing_leaves_latest_on_previous_checkpoint(tmp_path, mo
         assert not (run / "checkpoints" / "step-000002").exists()
     else:
         assert (run / "checkpoints" / "step-000002").is_dir()  # complete, but not yet latest
-        assert (run / "latest.tmp").read_text() == "checkpoi"
+        [latest_tmp] = run.glob(".latest.tmp-*")
+        assert latest_tmp.read_text() == "checkpoi"
 
     model, opt = writer_model(trained=False)
     ref_model, ref_opt = writer_model(trained=True)
@@ -416,7 +421,8 @@ def test_sigkill_while_writing_leaves_latest_on_previous_checkpoint(tmp_path, mo
 
     save_checkpoint(run, 3, model, opt, {})  # the next save cleans up after the dead writer
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
-    assert not (run / "latest.tmp").exists()
+    remove_stale_temp_files(run)  # as the next `lmforge train` does on start (lmforge.train.loop)
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]
 
 
 def test_sigkill_at_first_sight_of_the_tmp_dir_never_breaks_latest(tmp_path):
