@@ -20,7 +20,7 @@ from lmforge.errors import UserError
 def _verbs() -> dict[str, Callable | dict[str, Callable]]:
     """Verb name -> function (or sub-verb -> function). Verb modules import nothing heavy
     at module level: torch is imported inside the verbs that need it."""
-    from lmforge.cli import environment, export, inference, planning, pretraining, quantize, scaling, study
+    from lmforge.cli import environment, export, inference, planning, pretraining, quantize, report, scaling, study
 
     return {
         "plan": planning.plan,
@@ -39,6 +39,7 @@ def _verbs() -> dict[str, Callable | dict[str, Callable]]:
         "scaling": {"sweep": scaling.sweep, "fit": scaling.fit, "plot": scaling.plot},
         "study": {"domain": study.domain},
         "quickstart": pretraining.quickstart,
+        "report": report.report,
         "env": environment.env,
     }
 
