@@ -25,6 +25,7 @@ are sharded (``sharded_checkpoint``), every rank writing its part. Every stop de
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -44,6 +45,7 @@ from lmforge.train.build import Options, Run, accumulation_of, build_run, silent
 from lmforge.train.checkpoint import latest_checkpoint
 from lmforge.train.config import RunConfig, save_config
 from lmforge.train.data_setup import RunData
+from lmforge.train.loggers import close_all, open_sinks
 from lmforge.train.metrics import MetricsLogger, Progress, read_metrics
 from lmforge.train.objective import EVAL_SEED_OFFSET, Objective
 from lmforge.train.parallel_io import save_final_weights, save_state
@@ -215,7 +217,8 @@ def train(config: RunConfig, *, resume: bool = False, init_from: Path | None = N
         try:
             run = build_run(config, env, strategy, precision, sequences, accumulation, options,
                             lambda work: _on_main(env, work))
-            return finish(run, *_loop(run))
+            with _open_metrics(run) as metrics:
+                return finish(run, _loop(run, metrics), metrics)
         except BaseException as exc:
             run_dir = config.run_dir
             if lock is not None and not resume and latest_checkpoint(run_dir) is None:
@@ -275,12 +278,25 @@ def _stop_reason(run: Run, stop: StopRequests, started: float) -> str | None:
     return None
 
 
-def _loop(run: Run) -> tuple[_Progress, MetricsLogger | None]:
+def _open_metrics(run: Run) -> contextlib.AbstractContextManager[MetricsLogger | None]:
+    """Rank 0: ``metrics.jsonl`` and the sinks of ``config.log`` (TensorBoard, W&B); the
+    other ranks log nothing."""
+    if not run.env.main:
+        return contextlib.nullcontext(None)
+    resume_step = run.step if run.options.resume else None
+    sinks = open_sinks(run.config, run.run_dir, resume_step=resume_step, log=run.log)
+    try:
+        return MetricsLogger(run.run_dir, resume_step=resume_step, sinks=sinks)
+    except BaseException:
+        close_all(sinks)
+        raise
+
+
+def _loop(run: Run, metrics: MetricsLogger | None) -> _Progress:
     """Train until the planned steps are done or something stops the run (every rank at
     the same step); after each step: progress, metrics, evaluation and checkpoints."""
     env, total_steps = run.env, run.prediction.total_steps
     _warn_epochs(run.data, total_steps, run.sequences, run.config.data.max_epochs, run.log, planned=True)
-    metrics = MetricsLogger(run.run_dir, resume_step=run.step if run.options.resume else None) if env.main else None
     state = _Progress(started=time.perf_counter())
     run.model.train()
     every = 10 if env.main and run.options.on_step is None else 0  # the other ranks print nothing
@@ -304,7 +320,7 @@ def _loop(run: Run) -> tuple[_Progress, MetricsLogger | None]:
             if run.options.on_step is not None:
                 run.options.on_step(run.step, total_steps)
             _after_step(run, outcome, state, metrics)
-    return state, metrics
+    return state
 
 
 def _after_step(run: Run, outcome: StepOutcome, state: _Progress, metrics: MetricsLogger | None) -> None:
@@ -329,7 +345,7 @@ def _after_step(run: Run, outcome: StepOutcome, state: _Progress, metrics: Metri
                 record[f"val_accuracy/{name}"] = result.accuracy
     state.unlogged = record
     if metrics is not None and (step % t.log_every == 0 or step == total_steps or "val_loss/all" in record):
-        metrics.log(step, **record)
+        metrics.log(step, **record, peak_memory_bytes=_peak_memory(run.env.device))
         state.unlogged = None
     if step % t.ckpt_every == 0 and step < total_steps:
         save_state(run.run_dir, step, run.parallel, _state(run), t.keep_last)
@@ -339,7 +355,7 @@ def finish(run: Run, state: _Progress, metrics: MetricsLogger | None) -> TrainRe
     """The last checkpoint, the final weights and validation, the plot and report.json."""
     env, step = run.env, run.step
     if metrics is not None and state.unlogged is not None:  # stopped early between log steps: keep the last one
-        metrics.log(step, **state.unlogged)
+        metrics.log(step, **state.unlogged, peak_memory_bytes=_peak_memory(env.device))
     save_state(run.run_dir, step, run.parallel, _state(run), run.config.train.keep_last)
     save_final_weights(run.run_dir / "model.safetensors", run.parallel)
     if state.evaluated[0] != step:  # the loop did not end on an evaluation (stopped early, or nothing to do)

@@ -19,7 +19,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,10 +51,13 @@ class MetricsLogger:
 
     ``resume_step``: when resuming from a checkpoint at that step, lines logged after it
     by the interrupted run are dropped first (atomically), so the file reads as one run.
-    A partial last line left by a crash is removed on open.
+    A partial last line left by a crash is removed on open. ``sinks`` (TensorBoard, W&B:
+    `lmforge.train.loggers`) receive every record as written, and are closed with it.
     """
 
-    def __init__(self, run_dir: Path, *, resume_step: int | None = None, filename: str = METRICS_FILE):
+    def __init__(self, run_dir: Path, *, resume_step: int | None = None, filename: str = METRICS_FILE,
+                 sinks: Sequence[Any] = ()):
+        self.sinks = list(sinks)
         self.path = Path(run_dir) / filename
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
@@ -73,18 +76,24 @@ class MetricsLogger:
         record.setdefault("time", round(time.time(), 3))
         self._file.write(json.dumps(record, allow_nan=False, separators=(", ", ": ")) + "\n")
         self._file.flush()
+        for sink in self.sinks:
+            sink.log(step, record)
         return record
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Close the file and the sinks (``failed``: the run ended by an error, which W&B records)."""
         if self._file is not None:
             self._file.close()
             self._file = None
+        sinks, self.sinks = self.sinks, []
+        for sink in sinks:
+            sink.close(failed)
 
     def __enter__(self) -> MetricsLogger:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(failed=exc_type is not None)
 
 
 def read_metrics(path: Path) -> list[dict]:

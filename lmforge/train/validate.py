@@ -16,6 +16,7 @@ from lmforge.data.tokenizer import min_vocab_size
 from lmforge.errors import UserError
 from lmforge.plan.units import parse_bytes, parse_count
 from lmforge.train.config import KEYS, RunConfig
+from lmforge.train.loggers import check_log_config
 
 # a check: (predicate on the value, what the value must be, an example fix)
 Rule = tuple[Callable[[float], bool], str, str]
@@ -117,6 +118,7 @@ def validate_config(config: RunConfig, names: dict[str, str] | None = None) -> R
     if config.parallel.device_memory is not None:
         parse_bytes(config.parallel.device_memory, flag("parallel.device_memory"))
     _check_sources(config, flag)
+    check_log_config(config.log)
     _check_name(config.name, flag("name"))
     if not str(config.out_dir).strip():
         raise UserError(f"{flag('out_dir')} is empty", config.out_dir, "pass a directory, e.g. --out-dir runs")
