@@ -66,7 +66,8 @@ def run_quickstart(out_dir: Path, name: str, *, minutes: float = 2.0, quiet: boo
     run_dir = result.run_dir
     log(f"everything is in {run_dir}: config.yaml, tokenizer.json, data/ (shards), plan.json, metrics.jsonl, "
         f"checkpoints/, model.safetensors, plots/loss.png, report.json")
-    log(f"next: lmforge eval {run_dir}  |  lmforge generate {run_dir} --prompt \"{PROMPT}\"")
+    log(f"next: lmforge report {run_dir}  |  lmforge eval {run_dir}  |  lmforge generate {run_dir} "
+        f"--prompt \"{PROMPT}\"")
     return result
 
 

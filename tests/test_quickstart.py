@@ -12,10 +12,11 @@ from lmforge.data.tokenizer import Tokenizer
 from lmforge.plan.presets import get_preset
 from lmforge.quickstart import free_run_dir, run_quickstart
 from lmforge.train.calibrate import calibrate
+from tests.cli.cli_run import run as cli
 
 
 @pytest.mark.parametrize("forced, precision", [("0", "fp32"), ("1", "bf16")])
-def test_quickstart_runs_end_to_end(tmp_path, monkeypatch, forced, precision):
+def test_quickstart_runs_end_to_end(tmp_path, monkeypatch, capsys, forced, precision):
     """With the bf16 probe forced each way: the precision it chose is in its header and in
     plan.json; the planner sized the run for the time from calibrated steps; it leaves a
     working run, and says what the law predicted beside what it measured."""
@@ -44,6 +45,26 @@ def test_quickstart_runs_end_to_end(tmp_path, monkeypatch, forced, precision):
     for name in ("model.safetensors", "report.json", "plots/loss.png", "tokenizer.json", "data/manifest.json"):
         assert (result.run_dir / name).exists(), name
     assert free_run_dir(tmp_path, "qs") == "qs-2"  # a second quickstart does not clobber the first
+    assert f"next: lmforge report {result.run_dir}" in text
+    _report_agrees(capsys, result, plan, report)
+
+
+def _report_agrees(capsys, result, plan: dict, report: dict) -> None:
+    """lmforge report on the quickstart run: every row's numbers are plan.json's and report.json's,
+    the parameter count measured from the weights equals the plan's exactly."""
+    capsys.readouterr()
+    code, out, err = cli(capsys, "report", result.run_dir, "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    rows = {r["what"]: r for r in shown["rows"]}
+    assert shown["status"] == "finished" and shown["final"]["tokens"] == result.tokens
+    assert rows["parameters"]["predicted"] == rows["parameters"]["measured"] == plan["params"]
+    assert rows["tokens"]["measured"] == result.tokens
+    assert rows["tokens/s"]["measured"] == report["measured"]["tokens_per_second"]
+    loss = rows["validation loss"]
+    assert loss["measured"] == pytest.approx(report["measured"]["validation"]["all"]["loss"])
+    if plan["loss"] is not None:
+        assert loss["predicted"] == plan["loss"] and loss["error"] == pytest.approx(loss["measured"] - plan["loss"])
 
 
 def test_calibration_times_steps_and_leaves_the_run_rng_alone():

@@ -18,6 +18,7 @@ def h2(p: float) -> float:
     return -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_pydocs_is_a_few_mb_of_english_and_deterministic():
     docs = list(pydocs_documents())
     builtin._pydocs.cache_clear()  # rebuild from the files: the same corpus again

@@ -213,6 +213,7 @@ def test_bytes_per_token(tok):
         bytes_per_token(tok, [""])
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_a_50mb_line_tokenizes_with_exact_bytes(tok, tmp_path):
     """End to end: one 50 MB line read in pieces, encoded on all cores, token bytes summing to the text's.
 

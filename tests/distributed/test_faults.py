@@ -61,6 +61,7 @@ def _kill_rank_after(proc: subprocess.Popen, run_dir: Path, tag: str, step: int,
     os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_a_killed_rank_stops_the_job_in_bounded_time(tmp_path):
     tag = uuid.uuid4().hex
     proc = _start(tmp_path, "dies", max_restarts=0, tag=tag)
@@ -73,6 +74,7 @@ def test_a_killed_rank_stops_the_job_in_bounded_time(tmp_path):
     assert (tmp_path / "dies" / "checkpoints" / "step-000005" / "layout.json").is_file()  # kept for --resume
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_torchrun_restart_resumes_from_the_last_checkpoint(tmp_path):
     tag = uuid.uuid4().hex
     proc = _start(tmp_path, "restarts", max_restarts=1, tag=tag)

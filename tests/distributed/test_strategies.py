@@ -20,6 +20,8 @@ from tests.distributed.launch import launch, losses, report, weights
 
 pytestmark = pytest.mark.distributed
 STRATEGIES = ("ddp", "zero1", "zero2", "zero3")
+# ddp and zero3, the two ends, in the default suite; zero1 and zero2 too in CI (-m slow)
+ENDS_BY_DEFAULT = [s if s in ("ddp", "zero3") else pytest.param(s, marks=pytest.mark.slow) for s in STRATEGIES]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def runs(tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", ENDS_BY_DEFAULT)
 def test_strategy_reaches_the_single_process_weights(runs, strategy):
     single, _ = runs("single")
     run_dir, result = runs(strategy)
@@ -56,7 +58,7 @@ def test_strategy_reaches_the_single_process_weights(runs, strategy):
     assert f"{strategy} on 2 ranks (gloo)" in result.stderr + result.stdout
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", ENDS_BY_DEFAULT)
 def test_each_rank_holds_what_the_planner_predicts(runs, strategy):
     """Bytes counted from the tensors on each rank against the planner's per-device figures.
 
@@ -93,6 +95,7 @@ def test_each_rank_holds_what_the_planner_predicts(runs, strategy):
         "weights": 4 * n, "gradients": 4 * n, "optimizer_states": 8 * n}[p]} == expected_sharded
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_resume_across_layouts_continues_the_loss(runs, tmp_path):
     """Save under zero3 on 2 ranks at step 2; resume with ddp on 2 and with single on 1:
     steps 3 and 4 match the uninterrupted single-process run's losses."""
@@ -116,6 +119,7 @@ def test_resume_across_layouts_continues_the_loss(runs, tmp_path):
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_single_process_checkpoint_resumes_under_zero2(runs, tmp_path):
     """The other direction: a one-process checkpoint (step 2) resumed by 2 ranks under zero2."""
     uninterrupted = losses(runs("single")[0])
@@ -154,6 +158,7 @@ def test_batch_that_does_not_split_over_ranks_is_refused(runs, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 @pytest.mark.parametrize("preset", ["tiny-bert", "tiny-t5"])
 def test_encoder_and_encoder_decoder_families_shard_too(runs, tmp_path, preset):
     """Masked LM (BERT layout) and span corruption (T5 layout) under zero3 reach the
@@ -168,6 +173,7 @@ def test_encoder_and_encoder_decoder_families_shard_too(runs, tmp_path, preset):
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_zero1_checkpoint_resumes_under_zero3(runs, tmp_path):
     """zero1 checkpoints hold each optimizer state once, written by the rank that owns it;
     zero3 ranks read the chunks of their shards from them."""

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from lmforge.plan.isoflop import isoflop_grid
 from lmforge.scaling.points import read_sweep
 from lmforge.train.checkpoint import latest_checkpoint
@@ -29,6 +31,7 @@ def _rows(path: Path) -> int:
         return max(0, sum(1 for _ in csv.reader(f)) - 1)
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_a_sweep_killed_mid_run_continues_and_skips_finished_runs(tmp_path):
     out = tmp_path / "sweep"
     names = [r.name for r in isoflop_grid([2e11], sizes=3, spread=1.5, vocab_size=360, seq_len=64)]

@@ -40,6 +40,7 @@ def quiet(_: str) -> None:
     pass
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_encoder_masked_lm_learns(tmp_path):
     """A tiny BERT-layout encoder (with rotary positions, which learn the chain's short-range
     structure within the budget; see the closing note of issue 4) on masked LM."""
@@ -51,6 +52,7 @@ def test_encoder_masked_lm_learns(tmp_path):
     assert val.accuracy > 1.5 / 8  # better than guessing among the 8 letters
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_encoder_decoder_span_corruption_learns(tmp_path):
     """A tiny T5-layout encoder-decoder (rotary positions) on span corruption."""
     baseline = unigram_entropy()
@@ -60,6 +62,7 @@ def test_encoder_decoder_span_corruption_learns(tmp_path):
     assert val.loss < baseline - 0.3, (val.loss, baseline)
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_bart_infilling_trains(tmp_path):
     result = train(config(tmp_path, "bart", **{"model.preset": "tiny-bart", "train.max_steps": 40}), quiet=True,
                    log=quiet)

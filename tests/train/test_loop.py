@@ -31,6 +31,7 @@ def quiet_log(_: str) -> None:
     pass
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_learns_the_entropy_rate_of_a_markov_source(tmp_path):
     """A small decoder gets within 0.05 nats/token of the source's entropy rate in < 1 min of CPU.
 
@@ -127,7 +128,7 @@ def test_mixture_and_activation_checkpointing_in_the_loop(tmp_path):
     assert a == pytest.approx(b, rel=1e-4)
 
 
-@pytest.mark.parametrize("preset", ["tiny-bert", "tiny-t5"])
+@pytest.mark.parametrize("preset", ["tiny-bert", pytest.param("tiny-t5", marks=pytest.mark.slow)])  # t5 in CI
 def test_resume_is_bit_identical_for_corrupting_objectives(tmp_path, preset):
     """Masking and span corruption draw from (seed, step, micro-batch): a resumed encoder or
     encoder-decoder run ends bit-identical to an uninterrupted one."""

@@ -42,6 +42,7 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> No
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_a_run_killed_before_its_first_checkpoint_starts_afresh_with_the_same_command(tmp_path):
     long = ("--train.max_steps", "100000", "--train.ckpt_every", "100000")
     first = _spawn(tmp_path, "k", *long)
@@ -66,6 +67,7 @@ def test_temp_files_of_a_killed_final_write_are_removed_on_the_next_start(tmp_pa
     assert any(line.startswith("removed 1 temp file(s)") for line in lines)
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_one_owner_per_run_directory_twenty_races(tmp_path):
     """Two processes lock one run directory at the same instant, 20 times: exactly one
     wins, the other is refused naming the owner's pid, nothing is deleted."""
@@ -94,6 +96,7 @@ def test_one_owner_per_run_directory_twenty_races(tmp_path):
         assert (run_dir / ".lock").exists()  # nothing deleted
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_a_second_train_on_a_live_run_is_refused_with_the_owners_pid(tmp_path):
     first = _spawn(tmp_path, "busy", "--train.max_steps", "100000", "--train.max_time", "20")
     try:
@@ -110,7 +113,8 @@ def test_a_second_train_on_a_live_run_is_refused_with_the_owners_pid(tmp_path):
         first.wait(timeout=120)
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("signum, code", [  # SIGINT too in CI (-m slow)
+    (signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)])
 def test_a_signal_saves_a_checkpoint_and_exits_with_its_code(tmp_path, signum, code):
     process = _spawn(tmp_path, "sig", "--train.max_steps", "100000", "--train.ckpt_every", "100000")
     _wait_for(tmp_path / "sig" / "metrics.jsonl", process)
@@ -165,9 +169,9 @@ def _enospc(*args, **kwargs):
 
 
 def test_disk_full_at_a_checkpoint_or_the_final_model_is_one_line_and_latest_stays(tmp_path, capsys, monkeypatch):
-    from lmforge.train import checkpoint
+    from lmforge import tensorfile
 
-    real = checkpoint.save_safetensors
+    real = tensorfile.save_safetensors
     code, _, err = cli(capsys, "train", "--out-dir", tmp_path, "--name", "full", *TINY_CLI, "--train.max_steps", "2",
                        "--train.ckpt_every", "1")
     assert code == 0, err
@@ -177,7 +181,7 @@ def test_disk_full_at_a_checkpoint_or_the_final_model_is_one_line_and_latest_sta
                 _enospc(tensors, path)
             return real(tensors, path, meta)
 
-        monkeypatch.setattr(checkpoint, "save_safetensors", failing)
+        monkeypatch.setattr(tensorfile, "save_safetensors", failing)
         latest = (tmp_path / "full" / "latest").read_text()
         steps = "3" if needle == "checkpoint" else "4"
         code, out, err = cli(capsys, "train", "--resume", tmp_path / "full", *TINY_CLI, "--train.max_steps", steps,
@@ -188,7 +192,7 @@ def test_disk_full_at_a_checkpoint_or_the_final_model_is_one_line_and_latest_sta
         assert not list(run_dir.glob(".*.tmp-*")) and not list((run_dir / "checkpoints").glob(".tmp-*"))
         if needle == "checkpoint":
             assert (run_dir / "latest").read_text() == latest  # still the last complete one
-        monkeypatch.setattr(checkpoint, "save_safetensors", real)
+        monkeypatch.setattr(tensorfile, "save_safetensors", real)
         if needle == "checkpoint":
             code, _, err = cli(capsys, "train", "--resume", run_dir, *TINY_CLI, "--train.max_steps", "3",
                                "--train.ckpt_every", "1")
