@@ -24,6 +24,7 @@ from lmforge.fileio import (
     write_atomic,
 )
 from lmforge.tensorfile import ALIGNMENT, load_tensors, save_tensors
+from tests.train.test_checkpoint import TiedLM  # GPT-2 style: head.weight is wte.weight
 
 DEAD_PID = 2**22 + 12345  # above Linux's largest pid_max: no such process
 
@@ -185,17 +186,6 @@ def test_stale_cleanup_removes_temps_of_the_scheme_and_nothing_else(tmp_path):
 
 
 # --------------------------------------------------------------------------- tensorfile
-
-
-class TiedLM(torch.nn.Module):
-    """GPT-2 style: the output head's weight is the token embedding's Parameter."""
-
-    def __init__(self, vocab: int = 11, d: int = 6):
-        super().__init__()
-        self.wte = torch.nn.Embedding(vocab, d)
-        self.ln = torch.nn.LayerNorm(d)
-        self.head = torch.nn.Linear(d, vocab, bias=False)
-        self.head.weight = self.wte.weight
 
 
 def same(a: torch.Tensor, b: torch.Tensor) -> bool:
