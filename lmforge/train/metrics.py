@@ -4,7 +4,8 @@ Record conventions (what ``plots.plot_loss`` and the report read):
 
 - ``step`` (int, always first) and ``time`` (unix seconds, added unless given);
 - training lines: ``loss``, ``tokens`` (tokens seen so far), ``lr``, ``tokens_per_s``,
-  ``mfu`` (a fraction, 0.41 for 41%), ``grad_norm``;
+  ``mfu`` (a fraction, 0.41 for 41%), ``grad_norm``, ``peak_memory_bytes`` (so far: the
+  process's peak resident memory on a CPU, ``torch.cuda.max_memory_allocated`` on a GPU);
 - evaluation: ``val_loss/<source>`` (``val_loss/all`` for the total) and ``val_bpb/<source>``;
   ``eval_loss`` and ``eval_loss/<source>`` are plotted too.
 
