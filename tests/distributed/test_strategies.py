@@ -9,6 +9,7 @@ what ``lmforge.plan.memory.training_memory(recipe="autocast")`` says per device.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 
 import pytest
@@ -22,6 +23,8 @@ pytestmark = pytest.mark.distributed
 STRATEGIES = ("ddp", "zero1", "zero2", "zero3")
 # ddp and zero3, the two ends, in the default suite; zero1 and zero2 too in CI (-m slow)
 ENDS_BY_DEFAULT = [s if s in ("ddp", "zero3") else pytest.param(s, marks=pytest.mark.slow) for s in STRATEGIES]
+HAVE_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
+SINKS = {"log.tensorboard": "true"} if HAVE_TENSORBOARD else {}  # the 2-process runs also log to TensorBoard
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ def runs(tmp_path_factory):
 
     def get(strategy: str):
         if strategy not in cache:
-            result = launch(2, {"out_dir": root, "name": strategy, "parallel.strategy": strategy, **shared})
+            result = launch(2, {"out_dir": root, "name": strategy, "parallel.strategy": strategy, **shared, **SINKS})
             assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
             cache[strategy] = (root / strategy, result)
         return cache[strategy]
@@ -56,6 +59,17 @@ def test_strategy_reaches_the_single_process_weights(runs, strategy):
     assert worst < 1e-5, (strategy, worst)
     assert abs(losses(run_dir)[4] - losses(single)[4]) < 1e-5
     assert f"{strategy} on 2 ranks (gloo)" in result.stderr + result.stdout
+
+
+@pytest.mark.skipif(not HAVE_TENSORBOARD, reason="the tensorboard extra is not installed (lmforge[tensorboard])")
+def test_only_rank_0_writes_the_metric_sinks(runs):
+    """Under torchrun one process (rank 0) writes TensorBoard events, with metrics.jsonl's losses."""
+    from tests.train.test_loggers import tensorboard_scalars
+
+    run_dir, _ = runs("ddp")
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    scalars, _ = tensorboard_scalars(run_dir)
+    assert scalars["loss"] == pytest.approx(losses(run_dir), rel=1e-6)
 
 
 @pytest.mark.parametrize("strategy", ENDS_BY_DEFAULT)
