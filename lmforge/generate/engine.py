@@ -1,5 +1,5 @@
-"""The generation engine: batched, cached decoding with the full sampling chain, stop
-strings, several samples per prompt and streaming.
+"""The generation engine: batched, cached decoding of token ids with the full sampling
+chain; text, stop strings and streaming are `lmforge.generate.text`'s, per output.
 
 Decoders: all prompts (times ``num_samples``) run as one batch, LEFT-padded to the longest
 prompt with an attention mask, so each row sees the positions it would have alone
@@ -19,16 +19,14 @@ so a row's tokens do not depend on the other rows of the batch. The logits go th
 min-p). ``logprobs[i]`` is the log-probability of the chosen token under that FILTERED,
 renormalised distribution (what it was actually drawn from): 0.0 for every greedy token.
 
+Each drawn id goes to its output's `TextOutput.add`, which decodes only the new tokens.
 Finish reasons: "eos" (the tokenizer's eos was drawn; it is not part of the output),
-"stop" (a stop string appeared in the decoded output: ``text`` ends right before it, and
+"stop" (a stop string appeared in the output's text: ``text`` ends right before it, and
 ``ids``/``logprobs`` keep only the tokens whose text lies wholly before it), "length"
 (``max_new_tokens`` reached, or the context is full).
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -36,87 +34,9 @@ from torch import nn
 from lmforge.errors import UserError
 from lmforge.generate.config import GenerateConfig
 from lmforge.generate.processors import LogitsChain
+from lmforge.generate.text import GenerationResult, OnToken, TextOutput
 
-OnToken = Callable[[int, str], None]  # (row, new text piece); row = prompt index * num_samples + sample index
-
-
-@dataclass
-class GenerationResult:
-    """One output: ``prompt`` and its ``prompt_ids``; the new ``ids``, their ``text`` and
-    per-token ``logprobs`` (under the filtered distribution); ``finish_reason`` "length",
-    "eos" or "stop"; ``sample`` k (drawn with seed + k)."""
-
-    prompt: str
-    prompt_ids: list[int]
-    ids: list[int] = field(default_factory=list)
-    text: str = ""
-    logprobs: list[float] = field(default_factory=list)
-    finish_reason: str = "length"
-    sample: int = 0
-
-    def to_dict(self) -> dict:
-        return {"prompt": self.prompt, "sample": self.sample, "ids": self.ids, "text": self.text,
-                "logprobs": self.logprobs, "finish_reason": self.finish_reason}
-
-
-class _Row:
-    """The text state of one output: stop-string search and the streamed prefix."""
-
-    def __init__(self, result: GenerationResult, row: int, tokenizer, stop: list[str], on_token: OnToken | None):
-        self.result, self.row, self.tokenizer, self.stop, self.on_token = result, row, tokenizer, stop, on_token
-        self.emitted = 0  # characters of the text already streamed
-        self.done = False
-
-    def add(self, token: int, logprob: float, eos_id: int | None, last: bool) -> None:
-        """Append one drawn token; finish on eos, a stop string, or when it was the ``last`` allowed."""
-        res = self.result
-        if eos_id is not None and token == eos_id:
-            self.finish("eos")
-            return
-        res.ids.append(token)
-        res.logprobs.append(logprob)
-        res.text = self.tokenizer.decode(res.ids)
-        cut = min((i for i in (res.text.find(s) for s in self.stop) if i >= 0), default=-1)
-        if cut >= 0:
-            self._cut_before(cut)
-            self.finish("stop")
-        elif last:
-            self.finish("length")
-        else:
-            self._stream(self._safe_end(res.text))
-
-    def _cut_before(self, cut: int) -> None:
-        """``text`` ends at ``cut``; keep the longest run of tokens whose text lies wholly before it."""
-        res = self.result
-        res.text = res.text[:cut]
-        n = len(res.ids)
-        while n and not res.text.startswith(self.tokenizer.decode(res.ids[:n])):
-            n -= 1
-        del res.ids[n:], res.logprobs[n:]
-
-    def _safe_end(self, text: str) -> int:
-        """How much of ``text`` can be streamed now: not a trailing incomplete character
-        (decoded as U+FFFD) nor a suffix that may be the start of a stop string."""
-        end = len(text)
-        while end and text[end - 1] == "\ufffd":
-            end -= 1
-        hold = 0
-        for s in self.stop:
-            for k in range(min(len(s) - 1, end), hold, -1):
-                if text[:end].endswith(s[:k]):
-                    hold = k
-                    break
-        return end - hold
-
-    def _stream(self, end: int) -> None:
-        if self.on_token is not None and end > self.emitted:
-            self.on_token(self.row, self.result.text[self.emitted : end])
-        self.emitted = max(self.emitted, end)
-
-    def finish(self, reason: str) -> None:
-        self.result.finish_reason = reason
-        self.done = True
-        self._stream(len(self.result.text))
+__all__ = ["generate", "GenerationResult", "OnToken"]
 
 
 def generate(
@@ -147,7 +67,7 @@ def generate(
                             f"give at most {spec.context} tokens")
     results = [GenerationResult(p, ids, sample=k) for p, ids in zip(prompts, encoded, strict=True)
                for k in range(config.num_samples)]
-    rows = [_Row(r, i, tokenizer, config.stop, on_token) for i, r in enumerate(results)]
+    rows = [TextOutput(r, i, tokenizer, config.stop, on_token) for i, r in enumerate(results)]
     if config.max_new_tokens == 0 or not rows:
         return results
     chain = LogitsChain.from_settings(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
@@ -174,7 +94,7 @@ def _encode(tokenizer, text: str, family: str) -> list[int]:
     return tokenizer.encode(text)
 
 
-def _generators(rows: list[_Row], seed: int, device: torch.device) -> list[torch.Generator]:
+def _generators(rows: list[TextOutput], seed: int, device: torch.device) -> list[torch.Generator]:
     gens = []
     for row in rows:
         g = torch.Generator(device=device)
@@ -201,7 +121,7 @@ def _draw(chain: LogitsChain, logits: torch.Tensor, history: torch.Tensor, gens:
     return tokens.tolist(), chosen.tolist()
 
 
-def _decode_batch(model: nn.Module, rows: list[_Row], chain: LogitsChain, config: GenerateConfig,
+def _decode_batch(model: nn.Module, rows: list[TextOutput], chain: LogitsChain, config: GenerateConfig,
                   eos_id: int | None) -> None:
     """Left-padded batched decoding with the KV cache (see the module docstring)."""
     device = next(model.parameters()).device
@@ -233,7 +153,7 @@ def _decode_batch(model: nn.Module, rows: list[_Row], chain: LogitsChain, config
             r.finish("length")
 
 
-def _decode_seq2seq(model: nn.Module, row: _Row, chain: LogitsChain, config: GenerateConfig, tokenizer) -> None:
+def _decode_seq2seq(model: nn.Module, row: TextOutput, chain: LogitsChain, config: GenerateConfig, tokenizer) -> None:
     """One encoder-decoder output: encode once, then decode with the cache."""
     device = next(model.parameters()).device
     source = torch.tensor([row.result.prompt_ids], dtype=torch.long, device=device)  # (1, S)
