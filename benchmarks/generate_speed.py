@@ -1,16 +1,22 @@
-"""Generation speed: lmforge's cached engine against Hugging Face transformers' ``generate()``.
+"""Generation speed through the path users call: ``lmforge.api.generate`` with a real
+tokenizer, stop strings set (never hit) and a streaming callback on, against Hugging
+Face transformers' ``generate()``.
 
-A small GPT-2-shaped decoder (6 layers, d_model 384, 6 heads, vocab 8192, context 512) is
-built with lmforge, its weights are copied into a ``GPT2LMHeadModel`` of identical shape
-(Conv1D weights are the transpose of nn.Linear's; GELU tanh is transformers' "gelu_new"),
-and the two are checked to give the same logits (fp32) before anything is timed.
+A small GPT-2-shaped decoder (6 layers, d_model 384, 6 heads, vocab 8192, context 2,304)
+is built with lmforge, its weights are copied into a ``GPT2LMHeadModel`` of identical
+shape (Conv1D weights are the transpose of nn.Linear's; GELU tanh is transformers'
+"gelu_new"), and the two are checked to give the same logits (fp32) before anything is
+timed. The tokenizer is a byte-level BPE of 8,192 tokens trained on ``builtin:pydocs``
+(or ``--tokenizer PATH``, a run's tokenizer.json); prompts are 16 tokens of real text.
 
-Timed: new tokens per second for 256 new tokens from a 16-token random prompt, at batch 1
-and batch 8, greedy and sampled (temperature 1, top-k 50), fp32 and bf16, lmforge and
-transformers alternating in one process, median of ``--runs``. Both sides make exactly 256
-tokens: transformers with ``min_new_tokens = max_new_tokens = 256`` and no eos; lmforge's
-engine (`lmforge.generate.engine.generate`, the real path: prefill, then one token per
-step through the KV cache and `LogitsChain`) with a stub tokenizer that has no eos.
+Timed: new tokens per second for 256 new tokens at batch 1 and 8, and 2,048 at batch 1
+(a per-token cost that grew with the output would show there), greedy and sampled
+(temperature 1, top-k 50), fp32 (and bf16 where lmforge's probe finds it fast),
+lmforge and transformers alternating in one process, median of ``--runs``. Both sides
+make exactly that many tokens: transformers with ``min_new_tokens = max_new_tokens`` and
+no eos, lmforge with the real tokenizer's ``eos_id`` set to None (the random model would
+draw it now and then); the benchmark asserts every output ran to "length" (no stop hit).
+transformers runs plain (no streamer, no stop strings): the ratio is the lower bound.
 Also lmforge's no-cache loop at batch 1 (the whole sequence recomputed every step), to
 show what the cache buys (Pope et al. 2022, Sec. 2).
 
@@ -33,32 +39,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine  # noqa: E402
 
-from lmforge.generate.config import GenerateConfig  # noqa: E402
-from lmforge.generate.engine import generate as lmforge_generate  # noqa: E402
+from lmforge.api import generate as api_generate  # noqa: E402
 from lmforge.generate.processors import LogitsChain  # noqa: E402
 from lmforge.models.build import build_model  # noqa: E402
 from lmforge.plan.specs import ModelSpec  # noqa: E402
 from lmforge.train.precision import cpu_bf16  # noqa: E402
 
-SPEC = ModelSpec(n_decoder_layers=6, d_model=384, n_heads=6, vocab_size=8192, context=512, name="gpt2-small-bench")
+SPEC = ModelSpec(n_decoder_layers=6, d_model=384, n_heads=6, vocab_size=8192, context=2304, name="gpt2-small-bench")
 PROMPT_LEN = 16
 NEW_TOKENS = 256
+LONG = 2048  # new tokens of the long run (batch 1)
+STOPS = ["\n\nTHE END\n\n", "<|never|>"]  # set, and never hit
 SETTINGS = {"greedy": {"temperature": 0.0, "top_k": 0}, "top_k=50": {"temperature": 1.0, "top_k": 50}}
 
 
-class StubTokenizer:
-    """Token ids written as text ("12 7 993"): lets the engine run without a trained tokenizer.
+def real_tokenizer(path: str | None):
+    """A run's tokenizer.json, or an 8,192-token byte-level BPE trained on builtin:pydocs."""
+    from lmforge.data.builtin import pydocs_documents
+    from lmforge.data.tokenizer import Tokenizer, train_tokenizer
 
-    ``decode`` returns "" (no stop strings, nothing streamed) so it costs nothing; no eos."""
+    tok = Tokenizer.load(path) if path else train_tokenizer(pydocs_documents(), SPEC.vocab_size)
+    tok.eos_id = None  # as transformers' eos_token_id=None: every output makes all its tokens
+    return tok
 
-    eos_id = None
-    bos_id = None
 
-    def encode(self, text: str) -> list[int]:
-        return [int(t) for t in text.split()]
+def real_prompts(tok, n: int) -> list[str]:
+    """``n`` prompts of real text, each exactly PROMPT_LEN tokens (decoded from the encoding)."""
+    from lmforge.data.builtin import pydocs_documents
 
-    def decode(self, ids: list[int]) -> str:
-        return ""
+    prompts = []
+    for doc in pydocs_documents():
+        ids = tok.encode(doc)
+        if len(ids) >= PROMPT_LEN:
+            text = tok.decode(ids[:PROMPT_LEN])
+            if len(tok.encode(text)) == PROMPT_LEN:
+                prompts.append(text)
+        if len(prompts) == n:
+            return prompts
+    raise SystemExit("not enough documents for the prompts")
 
 
 def to_hf(model: torch.nn.Module):
@@ -101,35 +119,42 @@ def check_same_logits(model, hf) -> float:
     return diff
 
 
-def greedy_agreement(model, hf, prompt: list[int]) -> int:
+def greedy_agreement(model, hf, tok, prompt: str) -> int:
     """How many of the 256 greedy fp32 tokens the two sides agree on before the first difference."""
-    config = GenerateConfig(max_new_tokens=NEW_TOKENS, temperature=0.0, top_k=0)
-    ours = lmforge_generate(model, StubTokenizer(), [" ".join(map(str, prompt))], config)[0].ids
-    idx = torch.tensor([prompt])  # (1, P)
+    ours = api_generate(model, [prompt], tokenizer=tok, max_new_tokens=NEW_TOKENS, temperature=0.0, top_k=0)[0].ids
+    idx = torch.tensor([tok.encode(prompt)])  # (1, P)
     with torch.inference_mode():
         theirs = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=NEW_TOKENS,
                              min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0, eos_token_id=None)
-    theirs = theirs[0, len(prompt):].tolist()
+    theirs = theirs[0, idx.shape[1]:].tolist()
     return next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b), len(ours))
 
 
-def run_lmforge(model, prompts: list[list[int]], setting: dict) -> int:
-    config = GenerateConfig(max_new_tokens=NEW_TOKENS, temperature=setting["temperature"], top_k=setting["top_k"])
-    results = lmforge_generate(model, StubTokenizer(), [" ".join(map(str, p)) for p in prompts], config)
+def run_lmforge(model, tok, prompts: list[str], setting: dict, new_tokens: int) -> int:
+    """lmforge.api.generate with the real tokenizer, stop strings and a streaming callback."""
+    streamed = [0]
+
+    def on_token(row: int, piece: str) -> None:
+        streamed[0] += len(piece)
+
+    results = api_generate(model, prompts, tokenizer=tok, max_new_tokens=new_tokens, stop=STOPS, on_token=on_token,
+                           temperature=setting["temperature"], top_k=setting["top_k"])
     made = sum(len(r.ids) for r in results)
-    assert made == NEW_TOKENS * len(prompts), made
+    assert all(r.finish_reason == "length" for r in results) and made == new_tokens * len(prompts), \
+        [r.finish_reason for r in results]
+    assert streamed[0] == sum(len(r.text) for r in results)
     return made
 
 
-def run_hf(hf, prompts: list[list[int]], setting: dict) -> int:
+def run_hf(hf, prompts: list[list[int]], setting: dict, new_tokens: int) -> int:
     idx = torch.tensor(prompts)  # (B, P)
     kwargs = {"do_sample": False} if setting["temperature"] == 0 else {
         "do_sample": True, "temperature": setting["temperature"], "top_k": setting["top_k"], "top_p": 1.0}
     with torch.inference_mode():
-        out = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=NEW_TOKENS,
-                          min_new_tokens=NEW_TOKENS, pad_token_id=0, eos_token_id=None, **kwargs)
+        out = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=new_tokens,
+                          min_new_tokens=new_tokens, pad_token_id=0, eos_token_id=None, **kwargs)
     made = (out.shape[1] - idx.shape[1]) * idx.shape[0]
-    assert made == NEW_TOKENS * len(prompts), made
+    assert made == new_tokens * len(prompts), made
     return made
 
 
@@ -137,7 +162,7 @@ def run_no_cache(model, prompts: list[list[int]], setting: dict) -> int:
     """Recompute the whole sequence every step (same LogitsChain, greedy argmax / draws)."""
     chain = LogitsChain.from_settings(temperature=setting["temperature"], top_k=setting["top_k"])
     gen = torch.Generator().manual_seed(0)
-    seq = torch.tensor(prompts)  # (B, P)
+    seq = torch.tensor(prompts)  # (B, P) token ids
     with torch.inference_mode():
         for _ in range(NEW_TOKENS):
             logits = model(seq)[:, -1, :].float()  # (B, V)
@@ -156,6 +181,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--long", type=int, default=LONG, help="new tokens of the long batch-1 run (0: skip it)")
+    parser.add_argument("--tokenizer", default=None, help="a tokenizer.json of 8,192 tokens (default: train one)")
     parser.add_argument("--dtypes", nargs="+", default=None,
                         help="default: float32, and bfloat16 where this CPU computes it fast (lmforge's probe)")
     args = parser.parse_args()
@@ -163,13 +190,15 @@ def main() -> None:
         args.dtypes = ["float32"] + (["bfloat16"] if cpu_bf16().fast else [])
     import transformers
 
+    tok = real_tokenizer(args.tokenizer)
+    assert tok.vocab_size == SPEC.vocab_size, f"the tokenizer has {tok.vocab_size} tokens, the model {SPEC.vocab_size}"
     torch.manual_seed(0)
     model = build_model(SPEC).eval()
     hf = to_hf(model)
     diff = check_same_logits(model, hf)
-    gen = torch.Generator().manual_seed(0)
-    prompt_pool = torch.randint(0, SPEC.vocab_size, (max(args.batches), PROMPT_LEN), generator=gen).tolist()
-    agree = greedy_agreement(model, hf, prompt_pool[0])
+    prompt_pool = real_prompts(tok, max(args.batches))
+    agree = greedy_agreement(model, hf, tok, prompt_pool[0])
+    cases = [(batch, NEW_TOKENS) for batch in args.batches] + ([(1, args.long)] if args.long else [])
 
     results: dict[str, dict] = {}
     for dtype_name in args.dtypes:
@@ -177,15 +206,16 @@ def main() -> None:
         model.to(dtype)
         hf.to(dtype)
         for setting_name, setting in SETTINGS.items():
-            for batch in args.batches:
+            for batch, new_tokens in cases:
                 prompts = prompt_pool[:batch]
-                run_lmforge(model, prompts, setting)  # warm-up both sides
-                run_hf(hf, prompts, setting)
+                ids = [tok.encode(p) for p in prompts]
+                run_lmforge(model, tok, prompts, setting, 8)  # warm-up both sides
+                run_hf(hf, ids, setting, 8)
                 ours, theirs = [], []
                 for _ in range(args.runs):  # alternate
-                    ours.append(timed(run_lmforge, model, prompts, setting))
-                    theirs.append(timed(run_hf, hf, prompts, setting))
-                key = f"{dtype_name}/{setting_name}/batch{batch}"
+                    ours.append(timed(run_lmforge, model, tok, prompts, setting, new_tokens))
+                    theirs.append(timed(run_hf, hf, ids, setting, new_tokens))
+                key = f"{dtype_name}/{setting_name}/batch{batch}/new{new_tokens}"
                 results[key] = {
                     "lmforge_tok_s": round(statistics.median(ours), 1),
                     "transformers_tok_s": round(statistics.median(theirs), 1),
@@ -193,9 +223,10 @@ def main() -> None:
                 }
                 print(key, results[key], file=sys.stderr, flush=True)
     model.float()
-    no_cache = statistics.median(timed(run_no_cache, model, prompt_pool[:1], SETTINGS["greedy"])
+    one = [tok.encode(prompt_pool[0])]
+    no_cache = statistics.median(timed(run_no_cache, model, one, SETTINGS["greedy"])
                                  for _ in range(max(1, args.runs - 1)))
-    cached = results.get("float32/greedy/batch1", {}).get("lmforge_tok_s")
+    cached = results.get(f"float32/greedy/batch1/new{NEW_TOKENS}", {}).get("lmforge_tok_s")
     report = {
         "benchmark": "generate_speed",
         "machine": machine(),
@@ -203,8 +234,10 @@ def main() -> None:
         "settings": {
             "model": {"n_layers": SPEC.n_decoder_layers, "d_model": SPEC.d_model, "n_heads": SPEC.n_heads,
                       "vocab_size": SPEC.vocab_size, "context": SPEC.context, "params": model.num_params()},
-            "prompt_tokens": PROMPT_LEN, "new_tokens": NEW_TOKENS, "runs": args.runs, "statistic": "median",
-            "sampling": SETTINGS, "max_abs_logit_diff_fp32": diff,
+            "path": "lmforge.api.generate, real tokenizer, stop strings (never hit), streaming callback on; "
+                    "transformers generate() plain",
+            "prompt_tokens": PROMPT_LEN, "new_tokens": sorted({n for _, n in cases}), "runs": args.runs,
+            "statistic": "median", "sampling": SETTINGS, "stops": STOPS, "max_abs_logit_diff_fp32": diff,
             "greedy_fp32_tokens_identical_of_256": agree,
         },
         "results": results,

@@ -22,14 +22,14 @@ def test_quickstart_runs_end_to_end(tmp_path, monkeypatch, capsys, forced, preci
     working run, and says what the law predicted beside what it measured."""
     monkeypatch.setenv("LMFORGE_CPU_BF16", forced)
     lines: list[str] = []
-    result = run_quickstart(tmp_path, "qs", minutes=0.3, quiet=True, log=lines.append)
+    result = run_quickstart(tmp_path, "qs", minutes=0.2, quiet=True, log=lines.append)
     assert result.run_dir == tmp_path / "qs" and result.steps > 0
     assert f"precision: {precision} (forced by LMFORGE_CPU_BF16={forced})" in lines
     plan = json.loads((result.run_dir / "plan.json").read_text())
     assert plan["precision"]["precision"] == precision and plan["speed_source"].startswith("calibrated")
     budget = plan["budget"]
-    assert budget["kind"] == "seconds" and budget["seconds"] == 18 and budget["calibrations"]
-    assert any(line.startswith("budget 18s: ") for line in lines)
+    assert budget["kind"] == "seconds" and budget["seconds"] == 12 and budget["calibrations"]
+    assert any(line.startswith("budget 12s: ") for line in lines)
     if budget["loss_applies"]:  # the default law was fitted with this tokenizer (same Python's docstrings)
         assert plan["loss"] is not None
         assert any(line.startswith(f"predicted validation loss {plan['loss']:.3f}, measured") for line in lines)

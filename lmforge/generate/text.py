@@ -14,8 +14,11 @@ drops the text of ``ids[prefix:read]`` from its front, so a decoder that treats 
 sequence's first token specially (SentencePiece's leading space) sees the same context
 both times. The new text is committed when it does not end in U+FFFD: a character whose
 UTF-8 bytes are split across tokens waits for its last byte. Committed text plus the
-pending tail equals ``tokenizer.decode(ids)`` at every step (tests/generate/test_text.py,
-on every prefix of multi-byte text).
+pending tail equals ``tokenizer.decode(ids)`` at every step for byte-level vocabularies
+(lmforge's, GPT-2's) and Metaspace ones (tests/generate/test_text.py, on every prefix of
+multi-byte text and of random ids). A byte-fallback decoder (Llama's SentencePiece) turns
+an unfinished run of byte tokens into one U+FFFD per byte when it decodes it whole, so
+there the two agree once the character is complete.
 
 Stop strings: an output stops at the first occurrence of any stop string in its text;
 ``text`` ends right before it and ``ids``/``logprobs`` keep the tokens whose text lies

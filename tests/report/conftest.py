@@ -1,4 +1,4 @@
-"""Tiny trained runs for the report tests, made once per module, on one thread.
+"""Tiny trained runs for the report tests, made once per session, on one thread.
 
 Three GPT-2-style runs differing only in learning rate (logged every 2 steps, validated
 every 3, so that their curves have points), one sized by tokens under a published law
@@ -27,20 +27,20 @@ def _train(root, name: str, preset: str = "tiny-gpt2", **values):
         return train(run_config(root, name, preset, **values), quiet=True, log=lambda _: None).run_dir
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # trained once for every report test module
 def three_runs(tmp_path_factory):
     """Three finished runs (lr 1e-3, 3e-3, 1e-2): their directories."""
     root = tmp_path_factory.mktemp("report-runs")
     return [_train(root, f"lr{lr:g}", **CURVES, **{"train.lr": lr}) for lr in (1e-3, 3e-3, 1e-2)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # trained once for every report test module
 def law_run(tmp_path_factory):
     """A run sized by tokens (6 steps of 512) whose loss Chinchilla's law predicts."""
     root = tmp_path_factory.mktemp("report-law")
     return _train(root, "law", **{"train.max_steps": None, "train.max_tokens": 3072, "train.law": "chinchilla"})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # trained once for every report test module
 def llama_run(tmp_path_factory):
     return _train(tmp_path_factory.mktemp("report-llama"), "llama", "tiny-llama")
