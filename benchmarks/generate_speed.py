@@ -17,6 +17,9 @@ make exactly that many tokens: transformers with ``min_new_tokens = max_new_toke
 no eos, lmforge with the real tokenizer's ``eos_id`` set to None (the random model would
 draw it now and then); the benchmark asserts every output ran to "length" (no stop hit).
 transformers runs plain (no streamer, no stop strings): the ratio is the lower bound.
+At batch 1 each result also gives the fraction of the memory-bandwidth roofline reached:
+weights + KV cache bytes per token x tokens/s over the read bandwidth of a 256 MiB copy
+measured here (decode at batch 1 is bound by memory bandwidth, Pope et al. 2022).
 Also lmforge's no-cache loop at batch 1 (the whole sequence recomputed every step), to
 show what the cache buys (Pope et al. 2022, Sec. 2).
 
@@ -170,6 +173,29 @@ def run_no_cache(model, prompts: list[list[int]], setting: dict) -> int:
     return NEW_TOKENS * len(prompts)
 
 
+def copy_read_bandwidth(mib: int = 256, repeats: int = 8) -> float:
+    """Bytes read per second while copying ``mib`` MiB of filled memory (STREAM's copy
+    kernel, counting the read half), the median of ``repeats``, on torch's threads."""
+    src = torch.rand(mib * 2**20 // 4)  # filled: untouched pages would read as the shared zero page
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - start)
+    return src.numel() * 4 / statistics.median(times)
+
+
+def roofline_fraction(tok_s: float, params: int, dtype_bytes: int, new_tokens: int, bandwidth: float) -> float:
+    """Decode at batch 1 reads every weight and the KV cache once per token (Pope et al. 2022,
+    Sec. 3.1): bytes/token = params x dtype bytes + 2 x layers x d_model x dtype bytes x the
+    mean cached length; the fraction of ``bandwidth`` that ``tok_s`` tokens/s moves."""
+    mean_len = PROMPT_LEN + new_tokens / 2
+    kv = 2 * SPEC.n_decoder_layers * SPEC.d_model * dtype_bytes * mean_len
+    return tok_s * (params * dtype_bytes + kv) / bandwidth
+
+
 def timed(fn, *args) -> float:
     """Tokens per second of one call."""
     start = time.perf_counter()
@@ -199,6 +225,7 @@ def main() -> None:
     prompt_pool = real_prompts(tok, max(args.batches))
     agree = greedy_agreement(model, hf, tok, prompt_pool[0])
     cases = [(batch, NEW_TOKENS) for batch in args.batches] + ([(1, args.long)] if args.long else [])
+    bandwidth = copy_read_bandwidth()
 
     results: dict[str, dict] = {}
     for dtype_name in args.dtypes:
@@ -221,6 +248,12 @@ def main() -> None:
                     "transformers_tok_s": round(statistics.median(theirs), 1),
                     "ratio": round(statistics.median(ours) / statistics.median(theirs), 2),
                 }
+                if batch == 1:
+                    size = torch.finfo(dtype).bits // 8
+                    results[key]["lmforge_roofline_fraction"] = round(roofline_fraction(
+                        statistics.median(ours), model.num_params(), size, new_tokens, bandwidth), 3)
+                    results[key]["transformers_roofline_fraction"] = round(roofline_fraction(
+                        statistics.median(theirs), model.num_params(), size, new_tokens, bandwidth), 3)
                 print(key, results[key], file=sys.stderr, flush=True)
     model.float()
     one = [tok.encode(prompt_pool[0])]
@@ -240,6 +273,7 @@ def main() -> None:
             "statistic": "median", "sampling": SETTINGS, "stops": STOPS, "max_abs_logit_diff_fp32": diff,
             "greedy_fp32_tokens_identical_of_256": agree,
         },
+        "copy_read_bandwidth_gb_s": round(bandwidth / 1e9, 1),
         "results": results,
         "lmforge_no_cache_fp32_greedy_batch1_tok_s": round(no_cache, 1),
         "cache_speedup_fp32_greedy_batch1": round(cached / no_cache, 2) if cached else None,
