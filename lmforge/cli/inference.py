@@ -101,6 +101,10 @@ def generate(
             sys.stdout.flush()
 
     results = run_generation(run.model, run.tokenizer, prompts, settings, on_token if streaming else None)
+    cut = sum(r.finish_reason == "context" for r in results)
+    if cut and not json:  # the JSON says it per output
+        sys.stderr.write(f"note: {cut} of {len(results)} outputs filled the model's context ({run.spec.context} "
+                         f"tokens, prompt included) before --max-new-tokens {settings.max_new_tokens}\n")
     if json:
         print_json([r.to_dict() for r in results])
         return

@@ -7,7 +7,7 @@ prompt with an attention mask, so each row sees the positions it would have alon
 prefilled into the KV cache in one pass (Pope et al. 2022, Sec. 2), then every step feeds
 one token per row; a finished row stops growing (it is fed a filler token whose output is
 never read). The cache holds ``spec.context`` positions, so a batch makes at most
-``context - longest prompt + 1`` new tokens (finish reason "length"); no sliding window.
+``context - longest prompt + 1`` new tokens (finish reason "context"); no sliding window.
 
 Encoder-decoders: one input (and one sample) at a time: the encoder runs once, the
 decoder samples from ``tokenizer.bos_id`` with its self- and cross-attention cached, at
@@ -23,7 +23,8 @@ Each drawn id goes to its output's `TextOutput.add`, which decodes only the new 
 Finish reasons: "eos" (the tokenizer's eos was drawn; it is not part of the output),
 "stop" (a stop string appeared in the output's text: ``text`` ends right before it, and
 ``ids``/``logprobs`` keep only the tokens whose text lies wholly before it), "length"
-(``max_new_tokens`` reached, or the context is full).
+(``max_new_tokens`` reached), "context" (the model's context is full before
+``max_new_tokens``: no window slides, and the output says so).
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ def _decode_batch(model: nn.Module, rows: list[TextOutput], chain: LogitsChain, 
     device = next(model.parameters()).device
     longest = max(len(r.result.prompt_ids) for r in rows)
     budget = min(config.max_new_tokens, model.spec.context - longest + 1)
+    end = "context" if budget < config.max_new_tokens else "length"
     history = torch.full((len(rows), longest), -1, dtype=torch.long, device=device)  # (B, P)
     for i, r in enumerate(rows):
         ids = r.result.prompt_ids
@@ -141,7 +143,7 @@ def _decode_batch(model: nn.Module, rows: list[TextOutput], chain: LogitsChain, 
         tokens, logprobs = _draw(chain, logits, history, gens, live)
         nxt = torch.full((len(rows), 1), filler, dtype=torch.long, device=device)  # (B, 1)
         for i, token, logprob in zip(live, tokens, logprobs, strict=True):
-            rows[i].add(token, logprob, eos_id, last=step == budget - 1)
+            rows[i].add(token, logprob, eos_id, last=step == budget - 1, last_reason=end)
             nxt[i, 0] = token
         if all(r.done for r in rows):
             return
@@ -150,7 +152,7 @@ def _decode_batch(model: nn.Module, rows: list[TextOutput], chain: LogitsChain, 
         logits = model(nxt, cache=cache, attention_mask=mask)[:, -1, :]  # (B, V)
     for r in rows:
         if not r.done:
-            r.finish("length")
+            r.finish(end)
 
 
 def _decode_seq2seq(model: nn.Module, row: TextOutput, chain: LogitsChain, config: GenerateConfig, tokenizer) -> None:
@@ -161,16 +163,17 @@ def _decode_seq2seq(model: nn.Module, row: TextOutput, chain: LogitsChain, confi
     memory = model.encode(source, source_mask)  # (1, S, C)
     cache = model.new_cache()
     budget = min(config.max_new_tokens, model.spec.context - 1)
+    end = "context" if budget < config.max_new_tokens else "length"
     pending = torch.tensor([[tokenizer.bos_id]], dtype=torch.long, device=device)  # (1, 1)
     history = pending
     gens = _generators([row], config.seed, device)
     for step in range(budget):
         logits = model.decode(pending, memory, source_mask, cache=cache)[:, -1, :]  # (1, V)
         (token,), (logprob,) = _draw(chain, logits, history, gens, [0])
-        row.add(token, logprob, tokenizer.eos_id, last=step == budget - 1)
+        row.add(token, logprob, tokenizer.eos_id, last=step == budget - 1, last_reason=end)
         if row.done:
             return
         pending = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
         history = torch.cat((history, pending), dim=1)  # (1, t + 1)
     if not row.done:
-        row.finish("length")
+        row.finish(end)

@@ -42,7 +42,7 @@ OnToken = Callable[[int, str], None]  # (row, new text piece); row = prompt inde
 class GenerationResult:
     """One output: ``prompt`` and its ``prompt_ids``; the new ``ids``, their ``text`` and
     per-token ``logprobs`` (under the filtered distribution); ``finish_reason`` "length",
-    "eos" or "stop"; ``sample`` k (drawn with seed + k)."""
+    "context" (the model's context filled first), "eos" or "stop"; ``sample`` k (drawn with seed + k)."""
 
     prompt: str
     prompt_ids: list[int]
@@ -100,8 +100,9 @@ class TextOutput:
         self.emitted = 0  # characters of the text already streamed
         self.done = False
 
-    def add(self, token: int, logprob: float, eos_id: int | None, last: bool) -> None:
-        """Append one drawn token; finish on eos, a stop string, or when it was the ``last`` allowed."""
+    def add(self, token: int, logprob: float, eos_id: int | None, last: bool, last_reason: str = "length") -> None:
+        """Append one drawn token; finish on eos, a stop string, or when it was the ``last``
+        allowed (with ``last_reason``: "length" for max_new_tokens, "context" for a full context)."""
         res = self.result
         if eos_id is not None and token == eos_id:
             self.finish("eos")
@@ -120,7 +121,7 @@ class TextOutput:
             self._cut_before(self.window_start + cut)
             self.finish("stop")
         elif last:
-            self.finish("length")
+            self.finish(last_reason)
         else:
             self._stream(self._safe_end())
 

@@ -82,7 +82,12 @@ def test_zero_new_tokens_and_bad_prompts(model, tok):
     with pytest.raises(UserError, match="longer than the model's context"):
         generate(model, tok, ["the cat sat on the mat " * 20], GenerateConfig())
     full = generate(model, tok, ["the cat sat on"], GenerateConfig(temperature=0, max_new_tokens=500))[0]
-    assert len(tok.encode("the cat sat on")) + len(full.ids) <= 24 + 1 and full.finish_reason in ("length", "eos")
+    assert len(tok.encode("the cat sat on")) + len(full.ids) <= 24 + 1 and full.finish_reason in ("context", "eos")
+    if full.finish_reason == "context":  # the context of 24 filled before 500 new tokens: said, not silent
+        assert len(tok.encode("the cat sat on")) + len(full.ids) == 24 + 1
+    exact = 24 + 1 - len(tok.encode("the cat sat on"))  # new tokens that fill the context exactly
+    fits = generate(model, tok, ["the cat sat on"], GenerateConfig(temperature=0, max_new_tokens=exact))[0]
+    assert fits.finish_reason in ("length", "eos")  # max_new_tokens was reached, not the context
 
 
 def test_api_generate_with_a_model(model, tok):
@@ -152,6 +157,22 @@ def test_cli_seed_stop_zero_tokens(run_dir, capsys, tmp_path):
     outputs = json.loads(out)
     assert [o["prompt"] for o in outputs] == ["The capital", "The capital", "Paris", "Paris"]
     assert all(len(o["ids"]) <= 3 for o in outputs) and outputs[0]["ids"] == outputs[1]["ids"]  # greedy
+
+
+def test_cli_says_when_an_output_filled_the_context(run_dir, capsys):
+    """Asking for more new tokens than the context holds stops when it is full, and says so
+    (a model trained 2 steps draws no eos under greedy decoding here)."""
+    from lmforge.runs import load_run
+
+    loaded = load_run(run_dir)
+    context, prompt_tokens = loaded.spec.context, len(loaded.tokenizer.encode("The capital"))
+    code, out, err = run(capsys, "generate", run_dir, "--prompt", "The capital", "--temperature", "0",
+                         "--max-new-tokens", str(context + 50))
+    assert code == 0, err
+    assert f"note: 1 of 1 outputs filled the model's context ({context} tokens, prompt included) before " \
+        f"--max-new-tokens {context + 50}" in err
+    output = _gen(capsys, run_dir, "--temperature", "0", "--max-new-tokens", str(context + 50))[0]
+    assert output["finish_reason"] == "context" and len(output["ids"]) == context + 1 - prompt_tokens
 
 
 @pytest.mark.parametrize("args", [["--temperature", "-1"], ["--top-p", "0"], ["--top-p", "2"], ["--min-p", "1.5"],
