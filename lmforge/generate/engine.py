@@ -20,6 +20,8 @@ min-p). ``logprobs[i]`` is the log-probability of the chosen token under that FI
 renormalised distribution (what it was actually drawn from): 0.0 for every greedy token.
 
 Each drawn id goes to its output's `TextOutput.add`, which decodes only the new tokens.
+While decoding, the weights are stored in the layout a probe measures faster here
+(`lmforge.generate.layout`), and put back afterwards.
 Finish reasons: "eos" (the tokenizer's eos was drawn; it is not part of the output),
 "stop" (a stop string appeared in the output's text: ``text`` ends right before it, and
 ``ids``/``logprobs`` keep only the tokens whose text lies wholly before it), "length"
@@ -34,6 +36,7 @@ from torch import nn
 
 from lmforge.errors import UserError
 from lmforge.generate.config import GenerateConfig
+from lmforge.generate.layout import decode_layout
 from lmforge.generate.processors import LogitsChain
 from lmforge.generate.text import GenerationResult, OnToken, TextOutput
 
@@ -76,7 +79,7 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), decode_layout(model, len(rows) if family == "decoder" else 1):
             if family == "decoder":
                 _decode_batch(model, rows, chain, config, tokenizer.eos_id)
             else:
