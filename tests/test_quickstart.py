@@ -15,7 +15,8 @@ from lmforge.train.calibrate import calibrate
 from tests.cli.cli_run import run as cli
 
 
-@pytest.mark.parametrize("forced, precision", [("0", "fp32"), ("1", "bf16")])
+@pytest.mark.parametrize("forced, precision", [  # bf16 forced too in CI (-m slow)
+    ("0", "fp32"), pytest.param("1", "bf16", marks=pytest.mark.slow)])
 def test_quickstart_runs_end_to_end(tmp_path, monkeypatch, capsys, forced, precision):
     """With the bf16 probe forced each way: the precision it chose is in its header and in
     plan.json; the planner sized the run for the time from calibrated steps; it leaves a

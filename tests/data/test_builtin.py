@@ -41,6 +41,7 @@ def test_pydocs_leaves_out_tests_and_split_out_modules():
     assert files == [p.relative_to(root).parts for p in builtin._module_files(root)]
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_pydocs_fingerprint_parameters_name_the_python():
     assert pydocs_parameters()["python"] == sys.version
 

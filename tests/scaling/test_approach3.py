@@ -167,6 +167,7 @@ def _chinchilla_data():
     return tuple(np.log(x) for x in chinchilla_points())
 
 
+@pytest.mark.slow  # many fits: CI runs it (-m slow)
 def test_fast_grid_matches_a_spread_subset_of_the_full_grid():
     """Every 15th start of the 4,500 (300 starts, all polished) finds no lower objective than
     the pre-screened best 24 (cheap stand-in for the full grid; that one is marked slow)."""

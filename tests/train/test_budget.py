@@ -66,6 +66,7 @@ def test_a_law_fitted_with_this_tokenizer_predicts_the_loss_and_the_report_measu
     assert "predicted validation loss" in out
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_a_law_fitted_with_another_tokenizer_warns_and_still_plans(tmp_path, capsys):
     law = _law(tmp_path / "law.json", "0" * 64)
     code, out, err = cli(capsys, "train", "--budget", "5e10", "--law", law, "--name", "w", "--out-dir", tmp_path,

@@ -82,6 +82,7 @@ def test_run_directory_contents_and_report(tmp_path):
     assert report["measured"]["validation"]["markov"]["bits_per_byte"] > 0
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_init_from_continues_from_trained_weights(tmp_path):
     first = train(config(tmp_path, "first", **{"train.max_steps": 30, "train.lr": 3e-3}), quiet=True, log=quiet_log)
     fresh = train(config(tmp_path, "fresh", **{"train.max_steps": 1}), quiet=True, log=quiet_log)
@@ -114,6 +115,7 @@ def test_tokens_auto_is_twenty_per_parameter(tmp_path):
     assert tokens == pytest.approx(20 * n, rel=1e-6) and "20 tokens per parameter" in rule
 
 
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
 def test_mixture_and_activation_checkpointing_in_the_loop(tmp_path):
     """Two weighted sources: the tokens each contributed follow the weights; checkpointed
     activations give the same losses as stored ones."""
@@ -128,7 +130,8 @@ def test_mixture_and_activation_checkpointing_in_the_loop(tmp_path):
     assert a == pytest.approx(b, rel=1e-4)
 
 
-@pytest.mark.parametrize("preset", ["tiny-bert", pytest.param("tiny-t5", marks=pytest.mark.slow)])  # t5 in CI
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
+@pytest.mark.parametrize("preset", ["tiny-bert", "tiny-t5"])
 def test_resume_is_bit_identical_for_corrupting_objectives(tmp_path, preset):
     """Masking and span corruption draw from (seed, step, micro-batch): a resumed encoder or
     encoder-decoder run ends bit-identical to an uninterrupted one."""

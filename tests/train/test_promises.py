@@ -113,8 +113,8 @@ def test_a_second_train_on_a_live_run_is_refused_with_the_owners_pid(tmp_path):
         first.wait(timeout=120)
 
 
-@pytest.mark.parametrize("signum, code", [  # SIGINT too in CI (-m slow)
-    (signal.SIGTERM, 143), pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)])
+@pytest.mark.slow  # a long training or many processes: CI runs it (-m slow)
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_saves_a_checkpoint_and_exits_with_its_code(tmp_path, signum, code):
     process = _spawn(tmp_path, "sig", "--train.max_steps", "100000", "--train.ckpt_every", "100000")
     _wait_for(tmp_path / "sig" / "metrics.jsonl", process)
