@@ -22,6 +22,7 @@ renormalised distribution (what it was actually drawn from): 0.0 for every greed
 Each drawn id goes to its output's `TextOutput.add`, which decodes only the new tokens.
 While decoding, the weights are stored in the layout a probe measures faster here
 (`lmforge.generate.layout`), and put back afterwards.
+
 Finish reasons: "eos" (the tokenizer's eos was drawn; it is not part of the output),
 "stop" (a stop string appeared in the output's text: ``text`` ends right before it, and
 ``ids``/``logprobs`` keep only the tokens whose text lies wholly before it), "length"
