@@ -65,6 +65,7 @@ class _CaptureFree:
         return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow  # the study's six tiny arms (13 s): CI runs it (-m slow)
 def test_every_arm_trains_at_the_same_planned_compute(finished):
     out, _ = finished
     record = json.loads((out / "study.json").read_text())
@@ -78,6 +79,7 @@ def test_every_arm_trains_at_the_same_planned_compute(finished):
     assert specs[0] == specs[1] == specs[2]  # one shape, planned once
 
 
+@pytest.mark.slow  # the study's six tiny arms (13 s): CI runs it (-m slow)
 def test_the_domain_only_arm_beats_the_general_only_arm_on_domain_text(finished):
     out, stdout = finished
     arms = {a["name"]: a for a in json.loads((out / "study.json").read_text())["arms"]}
@@ -86,6 +88,7 @@ def test_the_domain_only_arm_beats_the_general_only_arm_on_domain_text(finished)
     assert "best at weight 0.5" in stdout
 
 
+@pytest.mark.slow  # the study's six tiny arms (13 s): CI runs it (-m slow)
 def test_the_table_equals_lmforge_eval_of_each_arm(finished, texts, capsys):
     out, _ = finished
     for arm in json.loads((out / "study.json").read_text())["arms"]:
@@ -101,6 +104,7 @@ def test_the_table_equals_lmforge_eval_of_each_arm(finished, texts, capsys):
             arm["bits_per_byte"]["medical-eval"], rel=1e-9)  # the --eval-domain file
 
 
+@pytest.mark.slow  # the study's six tiny arms (13 s): CI runs it (-m slow)
 def test_outputs_and_tokenizer_table(finished):
     out, _ = finished
     record = json.loads((out / "study.json").read_text())
@@ -113,6 +117,7 @@ def test_outputs_and_tokenizer_table(finished):
     assert (out / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # the study's six tiny arms (13 s): CI runs it (-m slow)
 def test_the_same_command_reads_every_arm_back(finished, texts):
     out, _ = finished
     before = {p.name: (p / "model.safetensors").stat().st_mtime_ns for p in (out / "runs").iterdir()}
