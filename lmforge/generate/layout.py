@@ -29,6 +29,8 @@ from functools import cache
 import torch
 from torch import nn
 
+from lmforge.errors import UserError
+
 ENV = "LMFORGE_DECODE_LAYOUT"
 GAIN = 1.10  # column-major must be at least 10% faster to be used
 CHOICES = ("rows", "columns")
@@ -76,8 +78,6 @@ def choose(model: nn.Module, rows: int) -> str:
     forced = os.environ.get(ENV, "").strip().lower()
     if forced:
         if forced not in CHOICES:
-            from lmforge.errors import UserError
-
             raise UserError(f"{ENV} must be rows or columns", forced, f"unset it, or set {ENV}=rows")
         return forced
     weights = linear_weights(model)

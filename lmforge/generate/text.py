@@ -151,13 +151,10 @@ class TextOutput:
                     break
         return self.window_start + len(text) - hold
 
-    def _stream(self, end: int, text: str | None = None) -> None:
-        """Send the text from what was streamed up to ``end`` (``text``: the output's whole
-        text, else the window holds that span)."""
+    def _stream(self, end: int) -> None:
+        """Send the text from what was streamed up to ``end`` (the window holds that span)."""
         if self.on_token is not None and end > self.emitted:
-            piece = text[self.emitted:end] if text is not None else \
-                self.window[self.emitted - self.window_start:end - self.window_start]
-            self.on_token(self.row, piece)
+            self.on_token(self.row, self.window[self.emitted - self.window_start:end - self.window_start])
         self.emitted = max(self.emitted, end)
 
     def finish(self, reason: str) -> None:
@@ -166,4 +163,5 @@ class TextOutput:
             res.text = self.text()
         res.finish_reason = reason
         self.done = True
-        self._stream(len(res.text), res.text)
+        self.window_start, self.window = 0, res.text  # the rest, at the end: the whole text
+        self._stream(len(res.text))
