@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
 from lmforge.api import generate as api_generate  # noqa: E402
+from lmforge.generate.engine import draw  # noqa: E402
 from lmforge.generate.processors import LogitsChain  # noqa: E402
 from lmforge.models.build import build_model  # noqa: E402
 from lmforge.plan.specs import ModelSpec  # noqa: E402
@@ -162,14 +163,15 @@ def run_hf(hf, prompts: list[list[int]], setting: dict, new_tokens: int) -> int:
 
 
 def run_no_cache(model, prompts: list[list[int]], setting: dict) -> int:
-    """Recompute the whole sequence every step (same LogitsChain, greedy argmax / draws)."""
+    """Recompute the whole sequence every step (the engine's chain and `draw`)."""
     chain = LogitsChain.from_settings(temperature=setting["temperature"], top_k=setting["top_k"])
     gen = torch.Generator().manual_seed(0)
     seq = torch.tensor(prompts)  # (B, P) token ids
+    rows = list(range(len(prompts)))
     with torch.inference_mode():
         for _ in range(NEW_TOKENS):
-            logits = model(seq)[:, -1, :].float()  # (B, V)
-            seq = torch.cat((seq, chain.next_token(logits, seq, generator=gen)), dim=1)  # (B, T + 1)
+            tokens, _ = draw(chain, model(seq)[:, -1, :], seq, [gen] * len(rows), rows)
+            seq = torch.cat((seq, torch.tensor(tokens).view(-1, 1)), dim=1)  # (B, T + 1)
     return NEW_TOKENS * len(prompts)
 
 

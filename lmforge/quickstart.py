@@ -39,7 +39,8 @@ def run_quickstart(out_dir: Path, name: str, *, minutes: float = 2.0, quiet: boo
                    log: Callable[[str], None] = print) -> TrainResult:
     """Train, evaluate and sample; print where everything went."""
     from lmforge.errors import check_positive
-    from lmforge.generate.sample import sample
+    from lmforge.generate.config import GenerateConfig
+    from lmforge.generate.engine import generate
     from lmforge.runs import load_run
 
     check_positive("--minutes", minutes, upper=24 * 60)
@@ -59,9 +60,8 @@ def run_quickstart(out_dir: Path, name: str, *, minutes: float = 2.0, quiet: boo
     if predicted is not None:
         log(f"predicted validation loss {predicted:.3f}, measured {val.loss:.3f} (law: lmforge's pydocs fit)")
     run = load_run(result.run_dir)
-    prompt = run.tokenizer.encode(PROMPT)
-    new = sample(run.model, prompt, 60, temperature=0.8, top_k=40, seed=0, eos_id=run.tokenizer.eos_id)
-    text = re.sub(r"\n\s*\n+", "\n", PROMPT + run.tokenizer.decode(new))
+    (out,) = generate(run.model, run.tokenizer, [PROMPT], GenerateConfig(max_new_tokens=60, temperature=0.8, top_k=40))
+    text = re.sub(r"\n\s*\n+", "\n", PROMPT + out.text)
     log(f"sample (temperature 0.8, top-k 40):\n{text}")
     run_dir = result.run_dir
     log(f"everything is in {run_dir}: config.yaml, tokenizer.json, data/ (shards), plan.json, metrics.jsonl, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from lmforge.cli.output import print_json, print_lines, print_table
@@ -28,8 +27,9 @@ def generate(
     stop: list[str] | None = None,
     seed: int | None = None,
     num_samples: int | None = None,
-    num_beams: int = 1,
-    length_penalty: float = 1.0,
+    num_beams: int | None = None,
+    length_penalty: float | None = None,
+    slide_window: bool = False,
     stream: bool = False,
     json: bool = False,
 ) -> None:
@@ -49,8 +49,7 @@ def generate(
         whole_file: read --prompt-file as a single prompt
         config: a YAML file of generation settings (GenerateConfig)
         stop: strings that end an output (before the stop string); any number
-        num_beams: beam search with this many beams (encoder-decoders; 1 = the sampling settings)
-        length_penalty: beam search ranks by log-probability / length ** length_penalty
+        slide_window: a decoder goes on past its context over the last context tokens
         stream: print the text as it is generated (one prompt, one sample)
         json: print JSON (prompt, ids, text, logprobs, finish_reason per output)
 
@@ -58,6 +57,7 @@ def generate(
         lmforge generate runs/quickstart --prompt "Return the" --stop "\n\n"
         lmforge generate runs/quickstart --prompt-file prompts.txt --top-p 0.9 --json
         lmforge generate runs/t5 --prompt "summarize: ..." --temperature 0
+        lmforge generate runs/quickstart --prompt "def " --num-beams 4 --num-samples 2 --json
     """
     import sys
 
@@ -66,35 +66,23 @@ def generate(
     settings = GenerateConfig.from_yaml(config) if config else GenerateConfig()
     settings = settings.replace(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                                 min_p=min_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed,
-                                num_samples=num_samples)
+                                num_samples=num_samples, num_beams=num_beams, length_penalty=length_penalty,
+                                slide_window=slide_window or None)
     prompts = list(prompt or []) + _read_prompts(prompt_file, whole_file)
     if not prompts:
         raise UserError("no prompt given", None, "pass --prompt TEXT or --prompt-file PATH")
+    if stream and len(prompts) * settings.num_samples != 1:
+        raise UserError("--stream shows one output as it is made", f"{len(prompts)} prompts x "
+                        f"{settings.num_samples} samples", "drop --stream, or pass one prompt and one sample")
 
     from lmforge.generate.engine import generate as run_generation
     from lmforge.runs import load_run
 
     run = load_run(Path(run_dir))
-    if run.spec.family == "encoder":
-        raise UserError("an encoder does not generate text", run_dir, "use lmforge fill-mask with this run")
-    decoder = run.spec.family == "decoder"
-    if length_penalty != 1.0 and num_beams == 1:
-        raise UserError("--length-penalty ranks beams", f"--length-penalty {length_penalty} with --num-beams 1",
-                        "pass --num-beams 4 (encoder-decoders), or drop --length-penalty")
-    if not math.isfinite(length_penalty):
-        raise UserError("--length-penalty must be finite", length_penalty, "pass e.g. --length-penalty 1.0")
-    if num_beams != 1:
-        if decoder:
-            raise UserError("beam search is for encoder-decoders", f"--num-beams {num_beams}",
-                            "sample a decoder (--temperature, --top-p ...) or use --num-beams 1")
-        _beam_outputs(run, prompts, settings.max_new_tokens, num_beams, length_penalty, json)
-        return
-    if stream and len(prompts) * settings.num_samples != 1:
-        raise UserError("--stream shows one output as it is made", f"{len(prompts)} prompts x "
-                        f"{settings.num_samples} samples", "drop --stream, or pass one prompt and one sample")
+    joiner = "" if run.spec.family == "decoder" else "\n-> "  # a continuation, or an input's output
     streaming = stream and not json
     if streaming:
-        sys.stdout.write(prompts[0] if decoder else prompts[0] + "\n-> ")
+        sys.stdout.write(prompts[0] + joiner)
 
         def on_token(row: int, piece: str) -> None:
             sys.stdout.write(piece)
@@ -113,10 +101,10 @@ def generate(
         return
     from rich.markup import escape
 
+    what = "beam" if settings.beams else "sample"
     for index, out in enumerate(results):
-        joiner = "" if decoder else "\n-> "
         if len(results) > 1:  # a header per output keeps several multi-line outputs apart
-            print_lines(f"[dim]--- prompt {index // settings.num_samples + 1}, sample {out.sample + 1} "
+            print_lines(f"[dim]--- prompt {index // settings.num_samples + 1}, {what} {out.sample + 1} "
                         f"({out.finish_reason})[/dim]")
         print_lines(f"[bold]{escape(out.prompt)}[/bold]{joiner}{escape(out.text)}")
 
@@ -164,28 +152,3 @@ def fill_mask(run_dir: str, text: str, /, *, top_k: int = 5, json: bool = False)
     for index, candidates in enumerate(results):
         print_table(f"<mask> {index + 1} in {text!r}", ["rank", "token", "probability"],
                     [[str(rank + 1), repr(c.token), f"{c.probability:.3f}"] for rank, c in enumerate(candidates)])
-
-
-def _beam_outputs(run, prompts: list[str], max_new_tokens: int, num_beams: int, length_penalty: float,
-                  json: bool) -> None:
-    """Beam search each input of an encoder-decoder and print the best hypotheses."""
-    from rich.markup import escape
-
-    from lmforge.generate.beam import beam_hypotheses
-    from lmforge.generate.fill_mask import encode_with_marks
-
-    tok = run.tokenizer
-    outputs = []
-    for text in prompts:
-        best = beam_hypotheses(run.model, encode_with_marks(tok, text), num_beams=num_beams,
-                               max_new_tokens=min(max_new_tokens, run.spec.context), decoder_start_id=tok.bos_id,
-                               eos_id=tok.eos_id, length_penalty=length_penalty)
-        outputs.append({"prompt": text, "beams": [{"ids": h.ids, "text": tok.decode(h.ids), "logprob": h.logprob,
-                                                   "score": h.score, "ended": h.ended} for h in best]})
-    if json:
-        print_json(outputs)
-        return
-    for out in outputs:
-        top = out["beams"][0]
-        print_lines(f"[bold]{escape(out['prompt'])}[/bold]\n-> {escape(top['text'])}  "
-                    f"[dim](log-prob {top['logprob']:.2f}, {num_beams} beams)[/dim]")

@@ -1,4 +1,4 @@
-"""Beam search for encoder-decoder models (one source sequence, ``num_beams`` hypotheses).
+"""Beam search for decoders and encoder-decoders (one prompt or source, ``num_beams`` hypotheses).
 
 Standard left-to-right beam search over summed log-probabilities (Sutskever, Vinyals & Le 2014,
 "Sequence to Sequence Learning with Neural Networks", Sec. 3.1; Graves 2012): at every step each
@@ -14,27 +14,32 @@ Length penalty: ``score = sum_logprob / length ** length_penalty`` as in ``trans
 the raw sum (favours short outputs); 1 by the mean log-probability per token; > 1 favours longer
 outputs. (Wu et al. 2016, GNMT, Sec. 7, use ``((5 + length) / 6) ** alpha`` instead.)
 
-The encoder runs once; its output is expanded to ``num_beams`` rows. The decoder's `KVCache` is
-reordered with ``cache.reorder(beam_index)`` after each step, so that row ``i`` holds the keys and
-values of the prefix that beam ``i`` now extends.
+A decoder's prompt is prefilled once into the `KVCache` and the cache expanded to ``num_beams``
+rows; an encoder-decoder's encoder runs once and its output is expanded to ``num_beams`` rows,
+the decoder starting from ``decoder_start_id``. After each step ``cache.reorder(beam_index)``
+makes row ``i`` hold the keys and values of the prefix that beam ``i`` now extends.
+
+The settings are validated by `GenerateConfig`, the prompt and the length budget by the engine
+(`lmforge.generate.engine`), which is how users reach this module.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from lmforge.errors import UserError, check_whole
-
 
 @dataclass(frozen=True)
 class Hypothesis:
-    """A finished (or cut at ``max_new_tokens``) beam: new ``ids`` without eos, summed ``logprob``
-    (eos included when ``ended``), and the length-normalized ``score`` used for ranking."""
+    """A finished (or cut at ``max_new_tokens``) beam: new ``ids`` without eos, their per-token
+    ``logprobs``, the summed ``logprob`` (eos included when ``ended``), and the length-normalized
+    ``score`` used for ranking."""
 
     ids: list[int]
+    logprobs: list[float]
     logprob: float
     ended: bool
     score: float
@@ -45,15 +50,26 @@ def _normalized(logprob: float, length: int, length_penalty: float) -> float:
     return logprob / (max(length, 1) ** length_penalty)
 
 
-def check_beam_args(num_beams: object, max_new_tokens: object, length_penalty: object) -> None:
-    """UserError unless ``num_beams`` >= 1 is whole, ``max_new_tokens`` >= 0 is whole, and
-    ``length_penalty`` is a finite number."""
-    check_whole("num_beams", num_beams, upper=1024)
-    check_whole("max_new_tokens", max_new_tokens, allow_zero=True)
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)):
-        raise UserError("length_penalty must be a number", length_penalty, "pass e.g. 1.0 (0 = no normalization)")
-    if not math.isfinite(length_penalty):
-        raise UserError("length_penalty must be finite", length_penalty, "pass e.g. 1.0 (0 = no normalization)")
+def _start(model, input_ids: list[int], beams: int, decoder_start_id: int | None
+           ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], None]]:
+    """First next-token logits (K, V), ``step(last (K, 1)) -> logits (K, V)`` and ``reorder(index (K,))``."""
+    device = next(model.parameters()).device
+    cache = model.new_cache()
+    source = torch.tensor([input_ids], dtype=torch.long, device=device)  # (1, S)
+    if model.spec.family == "decoder":
+        first = model(source, cache=cache)[:, -1].expand(beams, -1)  # (K, V): the prompt's, for every beam
+        cache.reorder(torch.zeros(beams, dtype=torch.long, device=device))  # K copies of the prompt's keys
+
+        def step(last: torch.Tensor) -> torch.Tensor:
+            return model(last, cache=cache)[:, -1]  # (K, V)
+    else:
+        memory = model.encode(source).expand(beams, -1, -1).contiguous()  # (K, S, C)
+
+        def step(last: torch.Tensor) -> torch.Tensor:
+            return model.decode(last, memory, cache=cache)[:, -1]  # (K, V)
+
+        first = step(torch.full((beams, 1), decoder_start_id, dtype=torch.long, device=device))
+    return first, step, cache.reorder
 
 
 @torch.no_grad()
@@ -63,32 +79,24 @@ def beam_hypotheses(
     *,
     num_beams: int,
     max_new_tokens: int,
-    decoder_start_id: int,
-    eos_id: int,
+    eos_id: int | None,
+    decoder_start_id: int | None = None,
     length_penalty: float = 1.0,
 ) -> list[Hypothesis]:
     """All hypotheses kept by the search (at most ``num_beams`` finished plus, when cut by
-    ``max_new_tokens``, the running ones), best score first. See the module docstring."""
-    check_beam_args(num_beams, max_new_tokens, length_penalty)
-    if not input_ids:
-        raise UserError("beam search needs a non-empty source sequence", input_ids, "pass at least one token")
-    context = getattr(getattr(model, "spec", None), "context", None)
-    if context is not None and max_new_tokens > context:
-        raise UserError("max_new_tokens exceeds the decoder's context", max_new_tokens, f"pass at most {context}")
+    ``max_new_tokens``, the running ones), best score first. ``input_ids``: a decoder's prompt
+    or an encoder-decoder's source (whose decoder starts from ``decoder_start_id``); the caller
+    keeps ``max_new_tokens`` within the model's context. See the module docstring."""
     if max_new_tokens == 0:
-        return [Hypothesis([], 0.0, False, 0.0)]
+        return [Hypothesis([], [], 0.0, False, 0.0)]
     K = num_beams
-    device = next(model.parameters()).device
-    src = torch.tensor([input_ids], dtype=torch.long, device=device)  # (1, S)
-    memory = model.encode(src).expand(K, -1, -1).contiguous()  # (K, S, C)
-    cache = model.new_cache()
-    beams: list[list[int]] = [[] for _ in range(K)]
+    logits, step_model, reorder = _start(model, input_ids, K, decoder_start_id)  # (K, V)
+    device = logits.device
+    beams: list[tuple[list[int], list[float]]] = [([], []) for _ in range(K)]  # (ids, per-token logprobs)
     scores = torch.full((K,), -math.inf, dtype=torch.float64, device=device)  # (K,) summed log-probs
     scores[0] = 0.0  # all beams start identical: only one may spread, or the top K would be copies
-    last = torch.full((K, 1), decoder_start_id, dtype=torch.long, device=device)  # (K, 1)
     finished: list[Hypothesis] = []
     for step in range(max_new_tokens):
-        logits = model.decode(last, memory, cache=cache)[:, -1]  # (K, V)
         logp = torch.log_softmax(logits.to(torch.float64), dim=-1)  # (K, V)
         V = logp.shape[-1]
         total = (scores[:, None] + logp).view(-1)  # (K * V,)
@@ -98,12 +106,12 @@ def beam_hypotheses(
             if s == -math.inf:
                 break
             beam, token = divmod(flat, V)
+            ids, logprobs = beams[beam]
             if token == eos_id:
                 if rank < K:  # an eos outside the best K is not a better hypothesis (transformers' rule)
-                    length = len(beams[beam]) + 1
-                    finished.append(Hypothesis(beams[beam], s, True, _normalized(s, length, length_penalty)))
+                    finished.append(Hypothesis(ids, logprobs, s, True, _normalized(s, len(ids) + 1, length_penalty)))
                 continue
-            next_beams.append([*beams[beam], token])
+            next_beams.append(([*ids, token], [*logprobs, float(logp[beam, token])]))
             next_scores.append(s)
             origin.append(beam)
             tokens.append(token)
@@ -111,42 +119,15 @@ def beam_hypotheses(
                 break
         if len(finished) >= K or step == max_new_tokens - 1 or not next_beams:
             break
-        n = len(next_beams)
-        pad = K - n  # fewer than K live candidates (tiny vocab): fill with dead copies
+        pad = K - len(next_beams)  # fewer than K live candidates (tiny vocab): fill with dead copies
         beams = next_beams + [next_beams[0]] * pad
         scores = torch.tensor(next_scores + [-math.inf] * pad, dtype=torch.float64, device=device)  # (K,)
-        beam_index = torch.tensor(origin + [origin[0]] * pad, dtype=torch.long, device=device)  # (K,)
-        cache.reorder(beam_index)
-        last = torch.tensor(tokens + [tokens[0]] * pad, dtype=torch.long, device=device)[:, None]  # (K, 1)
+        reorder(torch.tensor(origin + [origin[0]] * pad, dtype=torch.long, device=device))  # (K,)
+        logits = step_model(torch.tensor(tokens + [tokens[0]] * pad, dtype=torch.long, device=device)[:, None])
     if len(finished) < K:  # cut by max_new_tokens: the running beams compete too
-        for ids, s in zip(next_beams, next_scores, strict=True):
-            finished.append(Hypothesis(ids, s, False, _normalized(s, len(ids), length_penalty)))
+        for (ids, logprobs), s in zip(next_beams, next_scores, strict=True):
+            finished.append(Hypothesis(ids, logprobs, s, False, _normalized(s, len(ids), length_penalty)))
     if not finished:  # no token but eos had any probability
-        return [Hypothesis([], 0.0, False, 0.0)]
+        return [Hypothesis([], [], 0.0, False, 0.0)]
     finished.sort(key=lambda h: h.score, reverse=True)
     return finished[:K]
-
-
-def beam_search(
-    model,
-    input_ids: list[int],
-    *,
-    num_beams: int,
-    max_new_tokens: int,
-    decoder_start_id: int,
-    eos_id: int,
-    length_penalty: float = 1.0,
-) -> list[int]:
-    """The best hypothesis of beam search on ``model`` (an `EncoderDecoderLM`) for the source
-    ``input_ids``: at most ``max_new_tokens`` new ids (eos counted, not returned). ``num_beams=1``
-    is greedy decoding. ``length_penalty``: exponent of the length normalization (module docstring)."""
-    hyps = beam_hypotheses(
-        model,
-        input_ids,
-        num_beams=num_beams,
-        max_new_tokens=max_new_tokens,
-        decoder_start_id=decoder_start_id,
-        eos_id=eos_id,
-        length_penalty=length_penalty,
-    )
-    return list(hyps[0].ids)

@@ -8,11 +8,14 @@ sampling defaults: a mild temperature and top-k, everything else off.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from lmforge import configs
 from lmforge.errors import UserError, check_fraction, check_positive, check_whole, unknown_name
+
+_SAMPLING = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")  # what beam search does not use
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,12 @@ class GenerateConfig:
     repetition_penalty: float = 1.0
     stop: list[str] = field(default_factory=list)  # strings that end an output (the text ends before the first)
     seed: int = 0  # sampling seed: the same seed gives the same text
-    num_samples: int = 1  # outputs per prompt, drawn with seeds seed, seed + 1, ...
+    num_samples: int = 1  # outputs per prompt, drawn with seeds seed, seed + 1, ... (with beams: the best num_samples)
+    # beam search with this many beams (Sutskever et al. 2014): deterministic, the knobs above do not apply; 1 is off
+    num_beams: int = 1
+    length_penalty: float = 1.0  # beams rank by log-probability / length ** length_penalty (transformers' rule)
+    # decoders: past the context keep going over the last context tokens (recomputed each token) instead of stopping
+    slide_window: bool = False
 
     def __post_init__(self) -> None:
         check_whole("max_new_tokens", self.max_new_tokens, allow_zero=True)
@@ -50,6 +58,36 @@ class GenerateConfig:
         object.__setattr__(self, "stop", list(self.stop))
         check_whole("seed", self.seed, upper=2**63 - 1, allow_zero=True)
         check_whole("num_samples", self.num_samples, upper=10_000)
+        check_whole("num_beams", self.num_beams, upper=1024)
+        if isinstance(self.length_penalty, bool) or not isinstance(self.length_penalty, (int, float)) \
+                or not math.isfinite(self.length_penalty):
+            raise UserError("length_penalty must be a finite number", self.length_penalty,
+                            "pass e.g. 1.0 (0 ranks beams by their summed log-probability)")
+        if not isinstance(self.slide_window, bool):
+            raise UserError("slide_window must be true or false", self.slide_window, "pass slide_window: true")
+        if self.num_beams == 1:
+            if self.length_penalty != 1:
+                raise UserError("length_penalty ranks beams", f"length_penalty {self.length_penalty} with num_beams 1",
+                                "pass num_beams 4, or drop length_penalty")
+            return
+        defaults = GenerateConfig.__dataclass_fields__
+        moved = [n for n in _SAMPLING if getattr(self, n) != defaults[n].default]
+        if moved:
+            raise UserError("beam search is deterministic: the sampling settings do not apply",
+                            f"{moved[0]} {getattr(self, moved[0])} with num_beams {self.num_beams}",
+                            f"drop {moved[0]}, or pass num_beams 1 to sample")
+        if self.num_samples > self.num_beams:
+            raise UserError("beam search returns at most num_beams outputs per prompt",
+                            f"num_samples {self.num_samples} with num_beams {self.num_beams}",
+                            f"pass num_samples <= {self.num_beams}, or more beams")
+        if self.slide_window:
+            raise UserError("beam search does not slide the window", "slide_window with num_beams "
+                            f"{self.num_beams}", "drop slide_window, or pass num_beams 1")
+
+    @property
+    def beams(self) -> bool:
+        """True when num_beams > 1: beam search instead of drawing."""
+        return self.num_beams > 1
 
     @property
     def greedy(self) -> bool:

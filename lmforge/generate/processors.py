@@ -11,7 +11,7 @@ then warpers):
    it when negative, so a penalty > 1 always makes a repeat less likely.
 2. ``Temperature`` (Ackley et al. 1985; Hinton et al. 2015, Sec. 2): logits / T.
    T = 0 is greedy: only the argmax survives (the first one when several tie, as
-   ``torch.argmax`` does), and ``LogitsChain.next_token`` takes the argmax without drawing.
+   ``torch.argmax`` does), and the engine's ``draw`` takes the argmax without drawing.
 3. ``TopK`` (Fan et al. 2018, Sec. 5.4): keep the k largest logits.
 4. ``TopP`` (Holtzman et al. 2020, Sec. 3.1, nucleus sampling): keep the smallest set of
    most probable tokens whose cumulative probability reaches p; at least one token.
@@ -227,7 +227,7 @@ class LogitsChain:
     """The processors in ``ORDER`` (each at most once; a no-op one may be left out).
 
     ``chain(logits (B, V), generated_ids (B, T) | None) -> logits (B, V)`` with the
-    filtered entries at -inf; ``chain.next_token(...)`` draws (B, 1) ids from it.
+    filtered entries at -inf; ``lmforge.generate.engine.draw`` draws from it (the one drawing path).
     """
 
     def __init__(self, processors: Sequence[Processor] = ()):
@@ -272,19 +272,6 @@ class LogitsChain:
         for processor in self.processors:
             logits = processor(logits, generated_ids)
         return logits
-
-    def next_token(
-        self,
-        logits: torch.Tensor,
-        generated_ids: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """(B, V) logits -> (B, 1) ids: the argmax when greedy (no draw), else one draw per
-        row from the softmax of the filtered logits with ``generator``."""
-        filtered = self(logits, generated_ids)  # (B, V)
-        if self.greedy:
-            return filtered.argmax(dim=-1, keepdim=True)
-        return torch.multinomial(torch.softmax(filtered, dim=-1), 1, generator=generator)
 
     def __repr__(self) -> str:
         return f"LogitsChain({list(self.processors)!r})"

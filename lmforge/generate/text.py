@@ -42,7 +42,8 @@ OnToken = Callable[[int, str], None]  # (row, new text piece); row = prompt inde
 class GenerationResult:
     """One output: ``prompt`` and its ``prompt_ids``; the new ``ids``, their ``text`` and
     per-token ``logprobs`` (under the filtered distribution); ``finish_reason`` "length",
-    "context" (the model's context filled first), "eos" or "stop"; ``sample`` k (drawn with seed + k)."""
+    "context" (the model's context filled first), "eos" or "stop"; ``sample`` k (drawn with seed + k,
+    or the k-th best beam); ``score`` the beam's length-normalized log-probability (None when sampled)."""
 
     prompt: str
     prompt_ids: list[int]
@@ -51,10 +52,11 @@ class GenerationResult:
     logprobs: list[float] = field(default_factory=list)
     finish_reason: str = "length"
     sample: int = 0
+    score: float | None = None
 
     def to_dict(self) -> dict:
         return {"prompt": self.prompt, "sample": self.sample, "ids": self.ids, "text": self.text,
-                "logprobs": self.logprobs, "finish_reason": self.finish_reason}
+                "logprobs": self.logprobs, "finish_reason": self.finish_reason, "score": self.score}
 
 
 class IncrementalDecoder:

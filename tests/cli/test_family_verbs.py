@@ -56,10 +56,12 @@ def test_encoder_decoder_train_and_generate(tmp_path, corpus, capsys, preset, ob
     output = json.loads(out)[0]
     assert len(output["ids"]) <= 5
     code, out, err = run(capsys, "generate", run_dir, "--prompt", "The capital of <|sentinel_0|>", "--max-new-tokens",
-                         "5", "--num-beams", "3", "--json")
+                         "5", "--num-beams", "3", "--num-samples", "3", "--json")
     assert code == 0, err
-    beams = json.loads(out)[0]["beams"]
-    assert 1 <= len(beams) <= 3 and beams[0]["score"] >= beams[-1]["score"]
+    beams = json.loads(out)
+    assert len(beams) == 3 and [b["sample"] for b in beams] == [0, 1, 2]
+    assert beams[0]["score"] >= beams[1]["score"] >= beams[2]["score"]
+    assert all(len(b["ids"]) <= 5 and b["finish_reason"] in ("eos", "length") for b in beams)
 
 
 def gpt2_like_tokenizer(path):
@@ -101,8 +103,9 @@ def test_bad_inputs_for_the_families(tmp_path, corpus, capsys):
     assert code == 2 and "longer than the model's context" in err
     code, _, err = run(capsys, "generate", encoder, "--prompt", "hello")
     assert code == 2 and "does not generate" in err
-    code, _, err = run(capsys, "generate", decoder, "--prompt", "hello", "--num-beams", "2")
-    assert code == 2 and "beam search is for encoder-decoders" in err
+    assert "lmforge fill-mask" in err
+    code, _, err = run(capsys, "generate", decoder, "--prompt", "hello", "--num-beams", "2", "--slide-window")
+    assert code == 2 and "beam search does not slide the window" in err
 
 
 def test_marks_become_special_tokens():

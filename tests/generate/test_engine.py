@@ -90,6 +90,49 @@ def test_zero_new_tokens_and_bad_prompts(model, tok):
     assert fits.finish_reason in ("length", "eos")  # max_new_tokens was reached, not the context
 
 
+def test_slide_window_goes_on_past_the_context_as_recomputing_the_last_context_tokens(model, tok):
+    """Past the context of 24, each token comes from the last 24 ids at positions 0..23 (nanoGPT's
+    crop): the reference recomputes that window without a cache. Batched rows equal each alone."""
+    config = GenerateConfig(temperature=0, max_new_tokens=40, slide_window=True)
+    prompt = tok.encode("the cat sat on")
+    out = generate(model, tok, ["the cat sat on"], config)[0]
+    ids = list(prompt)
+    with torch.no_grad():
+        while len(ids) < len(prompt) + 40:
+            ids.append(int(model(torch.tensor([ids[-24:]]))[0, -1].argmax()))
+    expected = ids[len(prompt):]
+    eos = expected.index(tok.eos_id) if tok.eos_id in expected else len(expected)
+    assert out.ids == expected[:eos] and len(prompt) + len(out.ids) > 24 + 1  # it did go past the context
+    assert out.finish_reason == ("eos" if eos < len(expected) else "length")
+    sampled = config.replace(temperature=1.0, seed=2)
+    for prompt_text, row in zip(PROMPTS, generate(model, tok, PROMPTS, sampled), strict=True):
+        alone = generate(model, tok, [prompt_text], sampled)[0]
+        assert row.ids == alone.ids and row.logprobs == pytest.approx(alone.logprobs, abs=1e-9)
+
+
+def test_beams_are_outputs_with_the_searchs_scores(model, tok):
+    from lmforge.generate.beam import beam_hypotheses
+
+    config = GenerateConfig(max_new_tokens=6, num_beams=3, num_samples=3)
+    results = generate(model, tok, ["the cat", "mat"], config)
+    assert [(r.prompt, r.sample) for r in results] == [(p, k) for p in ("the cat", "mat") for k in range(3)]
+    for first in (0, 3):
+        hyps = beam_hypotheses(model, results[first].prompt_ids, num_beams=3, max_new_tokens=6, eos_id=tok.eos_id)
+        for r, h in zip(results[first:first + 3], hyps, strict=True):
+            assert r.ids == h.ids and r.score == pytest.approx(h.score) and r.text == tok.decode(h.ids)
+            assert r.finish_reason == ("eos" if h.ended else "length")
+            assert r.logprobs == pytest.approx(h.logprobs) and all(lp <= 0 for lp in r.logprobs)
+        assert results[first].score >= results[first + 1].score >= results[first + 2].score
+    best = results[0]
+    pieces: list[str] = []
+    stop = best.text[2:4]
+    cut = generate(model, tok, ["the cat"], config.replace(num_samples=1, stop=[stop]),
+                   on_token=lambda row, p: pieces.append(p))[0]
+    assert cut.finish_reason == "stop" and cut.text == best.text[:best.text.find(stop)] == "".join(pieces)
+    long = generate(model, tok, ["the cat"], config.replace(max_new_tokens=100, num_samples=1))[0]
+    assert long.finish_reason in ("eos", "context") and len(long.prompt_ids) + len(long.ids) <= 24 + 1
+
+
 def test_api_generate_with_a_model(model, tok):
     out = api_generate(model, "the", tokenizer=tok, temperature=0, max_new_tokens=3)
     assert out[0].ids == generate(model, tok, ["the"], GenerateConfig(temperature=0, max_new_tokens=3))[0].ids

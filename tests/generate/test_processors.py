@@ -1,5 +1,5 @@
 """The logits processors against hand-computed distributions, the chain's order, the sampling
-frequencies (chi-square), the simple sampler's distribution, and the argument checks."""
+frequencies of the engine's one drawing path (chi-square), and the argument checks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from scipy.stats import chisquare
 
 from lmforge.errors import UserError
+from lmforge.generate.engine import draw
 from lmforge.generate.processors import (
     ORDER,
     LogitsChain,
@@ -20,9 +21,19 @@ from lmforge.generate.processors import (
     TopK,
     TopP,
 )
-from lmforge.generate.sample import _next_token
 
 INF = float("inf")
+
+
+def _draw(chain: LogitsChain, logits: torch.Tensor, generated: torch.Tensor | None,
+          generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, 1) ids from the engine's drawing path, every row drawing with ``generator``."""
+    tokens, _ = draw(chain, logits, generated, [generator] * logits.shape[0], list(range(logits.shape[0])))
+    return torch.tensor(tokens).view(-1, 1)
+
+
+def _next_token(logits: torch.Tensor, temperature: float, top_k: int | None, generator: torch.Generator):
+    return _draw(LogitsChain.from_settings(temperature=temperature, top_k=top_k), logits, None, generator)
 
 
 def _row(values: list[float], dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -79,14 +90,14 @@ def test_temperature_zero_is_argmax_in_the_sampler_without_a_draw():
     for chain in (LogitsChain.from_settings(temperature=0),
                   LogitsChain.from_settings(temperature=0, top_k=5, top_p=0.5, min_p=0.3)):
         assert chain.greedy
-        ids = chain.next_token(logits, None, generator)  # (B, 1)
+        ids = _draw(chain, logits, None, generator)  # (B, 1)
         assert torch.equal(ids, logits.argmax(-1, keepdim=True))
     assert torch.equal(generator.get_state(), state)  # greedy draws nothing
     # greedy with a repetition penalty: the argmax of the penalised logits
     generated = logits.argmax(-1, keepdim=True)  # (B, 1): penalise the current best
     chain = LogitsChain.from_settings(temperature=0, repetition_penalty=100.0)
     expected = RepetitionPenalty(100.0)(logits, generated).argmax(-1, keepdim=True)
-    assert torch.equal(chain.next_token(logits, generated), expected)
+    assert torch.equal(_draw(chain, logits, generated), expected)
     assert not torch.equal(expected, generated)
 
 
@@ -255,12 +266,12 @@ def test_chain_matches_the_hand_computed_distribution():
 
 
 def test_sampling_frequencies_match_the_filtered_renormalised_distribution():
-    """Chi-square goodness of fit, alpha = 0.001, 200 000 seeded draws in one batched call."""
-    n = 200_000
+    """Chi-square goodness of fit, alpha = 0.001, 40 000 seeded draws in one call."""
+    n = 40_000
     chain = LogitsChain.from_settings(**SETTINGS)
     logits = _row(LOGITS).expand(n, -1)  # (N, V)
     generated = torch.tensor([GENERATED]).expand(n, -1)  # (N, T)
-    ids = chain.next_token(logits, generated, torch.Generator().manual_seed(0))  # (N, 1)
+    ids = _draw(chain, logits, generated, torch.Generator().manual_seed(0))  # (N, 1)
     counts = np.bincount(ids.flatten().numpy(), minlength=len(LOGITS))
     expected = _expected()
     assert counts[expected == 0].sum() == 0  # filtered tokens are never drawn
@@ -282,10 +293,10 @@ def test_batch_rows_are_processed_independently():
 
 
 @pytest.mark.parametrize("temperature, top_k", [(1.5, 3), (0.7, 5), (2.0, None)])
-def test_simple_sampler_draws_from_the_top_k_softmax_at_the_temperature(temperature, top_k):
-    """The simple sampler's draws follow softmax(logits / T) over the k largest logits (Fan et al. 2018):
-    chi-square, alpha = 0.001, 100 000 seeded draws; the test has power (T = 1 is rejected); seeded draws repeat."""
-    n, row = 100_000, torch.tensor([[2.0, -1.0, 0.5, 1.5, 0.0, 1.0, -0.5, 0.25]])  # (1, V)
+def test_draws_follow_the_top_k_softmax_at_the_temperature(temperature, top_k):
+    """The engine's draws follow softmax(logits / T) over the k largest logits (Fan et al. 2018):
+    chi-square, alpha = 0.001, 20 000 seeded draws; the test has power (T = 1 is rejected); seeded draws repeat."""
+    n, row = 20_000, torch.tensor([[2.0, -1.0, 0.5, 1.5, 0.0, 1.0, -0.5, 0.25]])  # (1, V)
     kept = torch.topk(row[0], top_k or row.shape[1]).indices.sort().values.numpy()
     draws = _next_token(row.expand(n, -1), temperature, top_k, torch.Generator().manual_seed(3))  # (N, 1)
     counts = np.bincount(draws.flatten().numpy(), minlength=row.shape[1])
@@ -298,7 +309,7 @@ def test_simple_sampler_draws_from_the_top_k_softmax_at_the_temperature(temperat
     assert torch.equal(draws, again)
 
 
-def test_simple_sampler_at_temperature_zero_is_the_first_argmax():
+def test_drawing_at_temperature_zero_is_the_first_argmax():
     torch.manual_seed(5)
     logits = torch.randn(64, 50)  # (B, V)
     logits[0, [3, 7]] = 10.0  # a tie: the first index wins

@@ -110,7 +110,10 @@ NOT_APPLYING = [
     (["quantize", "{run}", "--to", "fp16", "--no-keep-embeddings"], "--no-keep-embeddings applies to int8"),
     (["quantize", "{run}", "--to", "int8", "--max-tokens", "-5"], "--max-tokens must be positive"),
     (["generate", "{run}", "--prompt", "a", "--prompt", "b", "--stream"], "--stream shows one output"),
-    (["generate", "{run}", "--prompt", "a", "--length-penalty", "nan"], "--length-penalty ranks beams"),
+    (["generate", "{run}", "--prompt", "a", "--length-penalty", "nan"], "length_penalty must be a finite number"),
+    (["generate", "{run}", "--prompt", "a", "--length-penalty", "2"], "length_penalty ranks beams"),
+    (["generate", "{run}", "--prompt", "a", "--num-beams", "2", "--top-p", "0.9"], "sampling settings do not apply"),
+    (["generate", "{run}", "--prompt", "a", "--num-beams", "2", "--num-samples", "3"], "at most num_beams outputs"),
     (["eval", "{run}", "--max-tokens", "-1"], "--max-tokens must be positive"),
 ]
 
