@@ -100,6 +100,33 @@ ALIASES: dict[str, str] = {
 }
 
 
+# What ``torch.cuda.get_device_name()`` calls each card, lower-cased without spaces, dashes,
+# underscores or "nvidia", first match wins; None: a card the catalog must not stand in for.
+DEVICE_NAME_RULES: tuple[tuple[str, str | None], ...] = (
+    (r"h100nvl", None),  # a different clock and memory from both H100 entries
+    (r"h200", "H200"),  # also GH200: H100 SXM compute, H200 memory bandwidth
+    (r"h100pcie", "H100-PCIe"),
+    (r"h100", "H100-SXM"),  # "H100 80GB HBM3", "H100 SXM5 80GB"
+    (r"a100.*80gb", "A100-80GB"),
+    (r"a100", "A100-40GB"),
+    (r"b200", "B200"),
+    (r"^l4$", "L4"),  # not L40 / L40S
+    (r"a10g", "A10G"),
+    (r"rtx4090|geforce4090", "RTX-4090"),
+    (r"mi300x", "MI300X"),
+)
+
+
+def gpu_for_device_name(device_name: str) -> GPU | None:
+    """The catalog entry for a CUDA device name (``torch.cuda.get_device_name()``), or None
+    for a card the catalog does not hold (``DEVICE_NAME_RULES``)."""
+    key = re.sub(r"[\s\-_]+", "", device_name.lower()).replace("nvidia", "")
+    for pattern, catalog in DEVICE_NAME_RULES:
+        if re.search(pattern, key):
+            return None if catalog is None else GPUS[catalog]
+    return None
+
+
 def get_gpu(name: str) -> GPU:
     """Look up a GPU by catalog name or alias, case-insensitively.
 

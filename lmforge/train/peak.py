@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lmforge.plan.hardware import GPUS
+from lmforge.plan.hardware import gpu_for_device_name
 from lmforge.train.machine import remembered
 
 MIN_ROUNDS = 3
@@ -38,12 +38,8 @@ def catalog_peak(device: torch.device) -> float | None:
     """Dense bf16 peak FLOP/s of a catalog GPU matching the CUDA device name, else None."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device).lower().replace(" ", "").replace("nvidia", "")
-    for gpu in sorted(GPUS.values(), key=lambda g: -len(g.name)):
-        key = gpu.name.lower().replace("-", "").replace("sxm", "").replace("gb", "")
-        if key and key in name.replace("-", ""):
-            return gpu.bf16_flops
-    return None
+    gpu = gpu_for_device_name(torch.cuda.get_device_name(device))
+    return None if gpu is None else gpu.bf16_flops
 
 
 def _sync(device: torch.device) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lmforge.errors import UserError
-from lmforge.plan.hardware import GPUS, get_gpu, parse_cluster
+from lmforge.plan.hardware import GPUS, get_gpu, gpu_for_device_name, parse_cluster
 
 REQUIRED = ["A100-40GB", "A100-80GB", "H100-SXM", "H100-PCIe", "H200", "B200", "L4", "A10G", "RTX-4090", "MI300X"]
 
@@ -48,3 +48,15 @@ def test_unknown_gpu_suggests_closest():
 def test_no_fp8_on_a100():
     with pytest.raises(UserError, match="no fp8"):
         get_gpu("A100-80GB").peak_flops("fp8")
+
+
+@pytest.mark.parametrize(("device_name", "catalog"), [
+    ("NVIDIA H100 80GB HBM3", "H100-SXM"), ("NVIDIA H100 PCIe", "H100-PCIe"), ("NVIDIA H200", "H200"),
+    ("NVIDIA A100-SXM4-80GB", "A100-80GB"), ("NVIDIA A100-PCIE-40GB", "A100-40GB"), ("NVIDIA L4", "L4"),
+    ("NVIDIA L40S", None), ("NVIDIA H100 NVL", None), ("Tesla T4", None),
+])
+def test_cuda_device_names_find_their_catalog_entry(device_name, catalog):
+    """What train's MFU and `lmforge env` divide by: an L40S is not an L4 (121 TF), an H100 NVL
+    not an H100 SXM (989 TF), an A100-SXM4-80GB is the 80 GB A100."""
+    gpu = gpu_for_device_name(device_name)
+    assert (gpu.name if gpu else None) == catalog
