@@ -20,9 +20,10 @@ from lmforge.distributed.env import DistEnv, broadcast, sum_over_ranks
 from lmforge.distributed.strategies import Parallel, apply_strategy
 from lmforge.errors import UserError
 from lmforge.models.build import build_model
-from lmforge.plan.specs import ModelSpec
+from lmforge.plan.specs import ModelSpec, param_counts
 from lmforge.train.budget import BudgetPlan, plan_budget, predicted_loss_of, unique_train_tokens
-from lmforge.train.calibrate import calibrate
+from lmforge.train.calibrate import Calibration, calibrate
+from lmforge.train.compile_choice import CompileChoice, choose_compile
 from lmforge.train.config import RunConfig
 from lmforge.train.data_setup import RunData, setup_data
 from lmforge.train.model_setup import model_spec
@@ -36,6 +37,7 @@ from lmforge.train.preflight import (
     Speed,
     check_memory,
     device_capacity,
+    planned_steps,
     predict,
     run_memory,
     target_tokens,
@@ -128,6 +130,11 @@ def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: Precisi
     per_device, source = peak_flops(device, precision.precision, t.peak_tflops)
     peak = Peak(per_device, source, env.world)
     speed = _speed(config, spec, objective, data, env, precision.precision, sequences, accumulation, peak, options)
+    compiling, speed = _compile(config, spec, objective, data, env, precision.precision, sequences, accumulation,
+                                speed, planned_steps(config, param_counts(spec).total)[0], options, on_main)
+    log(compiling.line())
+    config = dataclasses.replace(config, train=dataclasses.replace(t, compile=compiling.compile))
+    t = config.train
     model = build_model(spec).to(device)
     if options.init_from is not None:
         load_weights_from(Path(options.init_from), model)
@@ -156,7 +163,7 @@ def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: Precisi
         prediction.write(run_dir / "plan.json")
     scaler = torch.amp.GradScaler("cuda") if precision.precision == "fp16" else None
     run = Run(config, env, strategy, options, precision, data, spec, objective, model, parallel,
-              torch.compile(parallel.forward) if t.compile else parallel.forward, peak, prediction, sequences,
+              torch.compile(parallel.forward) if compiling.compile else parallel.forward, peak, prediction, sequences,
               accumulation, scaler)
     if options.resume:
         run.state = resume_state(run_dir, parallel, lambda: build_model(spec), make_optimizer)
@@ -254,17 +261,50 @@ def _speed(config: RunConfig, spec: ModelSpec, objective: Objective, data: RunDa
     if not single.fits(capacity):  # a model only sharding holds cannot be timed whole on one device
         return Speed.from_mfu(0.4, peak, spec, config.data.seq_len,
                               note="not calibrated: the model does not fit one device; assumed MFU 0.4")
-    seed = t.seed
+    result = _calibrate(config, spec, objective, data, env, precision, sequences, options)
+    rates = sum_over_ranks(env, torch.tensor([result.tokens_per_second(accumulation)], dtype=torch.float64))
+    main = broadcast(env, result)
+    return Speed.from_calibration(main, rates[0])
+
+
+def _calibrate(config: RunConfig, spec: ModelSpec, objective: Objective, data: RunData, env: DistEnv, precision: str,
+               sequences: int, options: Options, compile_model: bool = False) -> Calibration:
+    """This rank's timing of the run's model (`lmforge.train.calibrate`) on its first micro-batch."""
+    t, seed = config.train, config.train.seed
 
     def loss(model, windows, autocast):
         return objective.loss(model, windows, micro_batch_rng(seed, 0, 0), autocast)[0]
 
     first, _ = data.mixture.batch(0, sequences, env.rank, env.world)  # (sequences / world, seq_len + 1)
-    result = calibrate(spec, seq_len=config.data.seq_len, micro_batch=t.micro_batch, precision=precision,
-                       device=env.device, loss=loss, objective_name=objective.name, model_hook=options.model_hook,
-                       activation_checkpointing=t.activation_checkpointing,
-                       windows=torch.from_numpy(first[: t.micro_batch]))
-    rates = sum_over_ranks(env, torch.tensor([result.tokens_per_second(accumulation)], dtype=torch.float64))
-    main = broadcast(env, result)
-    return Speed.from_calibration(main, rates[0])
+    return calibrate(spec, seq_len=config.data.seq_len, micro_batch=t.micro_batch, precision=precision,
+                     device=env.device, loss=loss, objective_name=objective.name, model_hook=options.model_hook,
+                     activation_checkpointing=t.activation_checkpointing,
+                     windows=torch.from_numpy(first[: t.micro_batch]), compile_model=compile_model)
+
+
+def _compile(config: RunConfig, spec: ModelSpec, objective: Objective, data: RunData, env: DistEnv,
+             precision: str, sequences: int, accumulation: int, speed: Speed, planned_steps: int,
+             options: Options, on_main: Callable) -> tuple[CompileChoice, Speed]:
+    """``train.compile`` resolved (`lmforge.train.compile_choice`; every rank measures at once,
+    rank 0 decides) and the speed the run will have; a new run's config.yaml records the choice."""
+    from lmforge.train.config import save_config
+
+    requested = config.train.compile
+    if requested == "auto" and options.resume:  # its config.yaml predates the choice: it ran uncompiled
+        requested = False
+    choice = choose_compile(requested, env.device, planned_steps=planned_steps, accumulation=accumulation,
+                            eager=speed.calibration, max_seconds=config.train.max_time,
+                            measure_compiled=lambda: _calibrate(config, spec, objective, data, env, precision,
+                                                                sequences, options, compile_model=True))
+    choice = broadcast(env, choice)
+    if choice.compiled is not None:  # the prediction takes the compiled step's speed
+        eager = speed.calibration.step_seconds(accumulation)
+        speed = dataclasses.replace(speed, tokens_per_second=speed.tokens_per_second * eager
+                                    / choice.compiled.step_seconds(accumulation),
+                                    source=speed.source + ", compiled", calibration=choice.compiled)
+    if config.train.compile == "auto" and not options.resume:
+        resolved = dataclasses.replace(config, train=dataclasses.replace(config.train, compile=choice.compile,
+                                                                         stop_at_step=None))
+        on_main(lambda: save_config(resolved, config.run_dir / "config.yaml"))
+    return choice, speed
 

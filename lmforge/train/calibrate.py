@@ -15,6 +15,11 @@ and each figure is the median of its timings. The copy is built inside
 before the run builds its model. Results are remembered within the process for the same
 setting, so that a caller that sizes a run from a calibration (quickstart) and the run
 itself see the same numbers.
+
+``compile_model`` times the model ``torch.compile``d instead (what ``train.compile: auto``
+compares, `lmforge.train.compile_choice`): the warm-up steps then include the compilation,
+whose cost is reported as ``compile_seconds`` (the warm-up's time beyond WARMUP ordinary
+steps); evaluation is timed uncompiled, as the run evaluates.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class Calibration:
     precision: str
     device: str
     timed_steps: int
+    compiled: bool = False
+    compile_seconds: float = 0.0  # compiled: seconds the compilation added to the warm-up
 
     def step_seconds(self, accumulation: int) -> float:
         return accumulation * self.micro_batch_seconds + self.optimizer_seconds
@@ -80,7 +87,7 @@ def calibrate(
     spec: ModelSpec, *, seq_len: int, micro_batch: int, precision: str = "fp32", device: torch.device | str = "cpu",
     steps: int = 5, loss: Callable | None = None, objective_name: str = "causal",
     model_hook: Callable[[torch.nn.Module], None] | None = None, activation_checkpointing: bool = False,
-    windows: torch.Tensor | None = None,
+    windows: torch.Tensor | None = None, compile_model: bool = False,
 ) -> Calibration:
     """Time ``steps`` micro-batches, optimizer steps and evaluation forwards of a fresh
     model built from ``spec`` (after ``WARMUP`` of each).
@@ -92,7 +99,7 @@ def calibrate(
     device = torch.device(device)
     shape = {k: v for k, v in spec.to_dict().items() if k != "name"}  # the same model under another name
     key = json.dumps([shape, seq_len, micro_batch, precision, str(device), steps, objective_name,
-                      activation_checkpointing], sort_keys=True, default=str)
+                      activation_checkpointing, compile_model], sort_keys=True, default=str)
     if model_hook is None and key in _MEMO:
         return _MEMO[key]
     loss = loss or _causal_loss
@@ -100,7 +107,7 @@ def calibrate(
     def context():
         return autocast(device.type, precision)
 
-    forwards, optimizer_times, eval_times = [], [], []
+    forwards, optimizer_times, eval_times, warmup = [], [], [], []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = build_model(spec).to(device)
         if model_hook is not None:
@@ -110,14 +117,17 @@ def calibrate(
         if windows is None:
             windows = torch.randint(0, spec.vocab_size, (micro_batch, seq_len + 1))
         windows = windows.to(device)
+        forward = torch.compile(model) if compile_model else model
         model.train()
         deadline = time.perf_counter() + TIME_CAP
         for index in range(steps + WARMUP):
+            if compile_model and index == WARMUP:  # compiled: the cap counts from the first timed step
+                deadline = time.perf_counter() + TIME_CAP
             if len(forwards) >= MIN_STEPS and time.perf_counter() > deadline:
                 break
             _sync(device)
             start = time.perf_counter()
-            loss(model, windows, context).backward()
+            loss(forward, windows, context).backward()
             _sync(device)
             middle = time.perf_counter()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -127,6 +137,8 @@ def calibrate(
             if index >= WARMUP:
                 forwards.append(middle - start)
                 optimizer_times.append(time.perf_counter() - middle)
+            else:
+                warmup.append(time.perf_counter() - start)
         model.eval()
         with torch.no_grad():
             for index in range(len(forwards) + WARMUP):
@@ -136,9 +148,11 @@ def calibrate(
                 _sync(device)
                 if index >= WARMUP:
                     eval_times.append(time.perf_counter() - start)
-        del model, optimizer
+        del model, forward, optimizer
+    step = statistics.median(forwards) + statistics.median(optimizer_times)
     result = Calibration(statistics.median(forwards), statistics.median(optimizer_times),
-                         statistics.median(eval_times), micro_batch, seq_len, precision, str(device), len(forwards))
+                         statistics.median(eval_times), micro_batch, seq_len, precision, str(device), len(forwards),
+                         compile_model, max(0.0, sum(warmup) - WARMUP * step) if compile_model else 0.0)
     if model_hook is None:
         _MEMO[key] = result
     return result

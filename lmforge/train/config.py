@@ -116,7 +116,9 @@ class TrainConfig:
     # auto: bf16 on GPUs that have it (else fp16 + loss scaling); on a CPU bf16 only where
     # a probe finds it fast, else fp32 (lmforge.train.precision; LMFORGE_CPU_BF16=0|1 forces it)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    compile: bool = False  # torch.compile the model
+    # torch.compile the model; auto: where a timing of the compiled model here says it repays its
+    # compilation over the planned run (lmforge.train.compile_choice; LMFORGE_COMPILE=0|1 forces it)
+    compile: bool | Literal["auto"] = "auto"
     activation_checkpointing: bool = False  # recompute each layer's activations in the backward pass
     seed: int = 0  # initialisation, data order and masking seed
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -99,15 +99,10 @@ class Speed:
                    f"micro-batch and precision on {calibration.device}", calibration)
 
 
-def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.device, peak: Peak,
-            strategy: str, world: int, precision: PrecisionChoice, speed: Speed, eval_tokens: int = 0,
-            loss: tuple[float | None, str] = (None, "no law"), budget: dict | None = None) -> Prediction:
-    """Everything the planner says about this run before it starts (memory per device
-    for ``strategy`` over ``world`` ranks; ``eval_tokens`` read by each evaluation)."""
+def planned_steps(config: RunConfig, n_params: int) -> tuple[int, str]:
+    """The run's optimizer steps (from max_tokens or its rule, capped by max_steps) and the
+    tokens rule; UserError for a run with no length."""
     t = config.train
-    planned = param_counts(spec).total
-    if planned != n_params:  # the model and the planner must agree to the parameter
-        raise AssertionError(f"built model has {n_params} parameters, the planner {planned}")
     tokens, rule = target_tokens(config, n_params)
     if tokens is None and t.max_steps is None:
         raise UserError(
@@ -117,6 +112,19 @@ def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.dev
     steps = t.max_steps if tokens is None else max(1, math.ceil(tokens / t.batch_tokens))
     if t.max_steps is not None:
         steps = min(steps, t.max_steps)
+    return steps, rule
+
+
+def predict(config: RunConfig, spec: ModelSpec, n_params: int, device: torch.device, peak: Peak,
+            strategy: str, world: int, precision: PrecisionChoice, speed: Speed, eval_tokens: int = 0,
+            loss: tuple[float | None, str] = (None, "no law"), budget: dict | None = None) -> Prediction:
+    """Everything the planner says about this run before it starts (memory per device
+    for ``strategy`` over ``world`` ranks; ``eval_tokens`` read by each evaluation)."""
+    t = config.train
+    planned = param_counts(spec).total
+    if planned != n_params:  # the model and the planner must agree to the parameter
+        raise AssertionError(f"built model has {n_params} parameters, the planner {planned}")
+    steps, rule = planned_steps(config, n_params)
     flops_per_token = palm_flops_per_token(spec, config.data.seq_len)
     memory = run_memory(config, spec, device, strategy, world)
     peak.observe(speed.tokens_per_second * flops_per_token)  # a calibration faster than the peak raises it
