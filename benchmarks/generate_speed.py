@@ -2,8 +2,8 @@
 tokenizer, stop strings set (never hit) and a streaming callback on, against Hugging
 Face transformers' ``generate()``.
 
-A small GPT-2-shaped decoder (6 layers, d_model 384, 6 heads, vocab 8192, context 2,304)
-is built with lmforge, its weights are copied into a ``GPT2LMHeadModel`` of identical
+A small GPT-2-shaped decoder (6 layers, d_model 384, 6 heads, vocab 8192, context 2,304;
+``--size base``: 12 layers, d_model 768, 12 heads, 92M parameters) is built with lmforge, its weights are copied into a ``GPT2LMHeadModel`` of identical
 shape (Conv1D weights are the transpose of nn.Linear's; GELU tanh is transformers'
 "gelu_new"), and the two are checked to give the same logits (fp32) before anything is
 timed. The tokenizer is a byte-level BPE of 8,192 tokens trained on ``builtin:pydocs``
@@ -50,6 +50,11 @@ from lmforge.plan.specs import ModelSpec  # noqa: E402
 from lmforge.train.precision import cpu_bf16  # noqa: E402
 
 SPEC = ModelSpec(n_decoder_layers=6, d_model=384, n_heads=6, vocab_size=8192, context=2304, name="gpt2-small-bench")
+SIZES = {  # --size: "base" is GPT-2 small's body (92M parameters), whose weights no CPU cache holds
+    "small": SPEC,
+    "base": ModelSpec(n_decoder_layers=12, d_model=768, n_heads=12, vocab_size=8192, context=2304,
+                      name="gpt2-base-bench"),
+}
 PROMPT_LEN = 16
 NEW_TOKENS = 256
 LONG = 2048  # new tokens of the long run (batch 1)
@@ -213,7 +218,11 @@ def main() -> None:
     parser.add_argument("--tokenizer", default=None, help="a tokenizer.json of 8,192 tokens (default: train one)")
     parser.add_argument("--dtypes", nargs="+", default=None,
                         help="default: float32, and bfloat16 where this CPU computes it fast (lmforge's probe)")
+    parser.add_argument("--size", choices=list(SIZES), default="small",
+                        help="small: 6 x 384 (14.7M parameters); base: 12 x 768 (92M, GPT-2 small's body)")
     args = parser.parse_args()
+    global SPEC
+    SPEC = SIZES[args.size]
     if args.dtypes is None:
         args.dtypes = ["float32"] + (["bfloat16"] if cpu_bf16().fast else [])
     import transformers

@@ -93,7 +93,7 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), decode_layout(model, _layout_rows(config, len(rows), family)):
+        with torch.inference_mode(), decode_layout(model, *_layout_work(config, len(rows), family)):
             if config.beams:
                 _beam_search(model, rows, config, tokenizer)
             elif family == "decoder":
@@ -114,11 +114,13 @@ def _encode(tokenizer, text: str, family: str) -> list[int]:
     return tokenizer.encode(text)
 
 
-def _layout_rows(config: GenerateConfig, rows: int, family: str) -> int:
-    """Rows of each decoding step's matmuls (what the layout probe measures)."""
+def _layout_work(config: GenerateConfig, rows: int, family: str) -> tuple[int, int]:
+    """Rows of each decoding step's matmuls and the steps at most (what the layout probe weighs)."""
     if config.beams:
-        return config.num_beams
-    return rows if family == "decoder" else 1
+        return config.num_beams, config.max_new_tokens * (rows // config.num_samples)
+    if family == "decoder":
+        return rows, config.max_new_tokens
+    return 1, config.max_new_tokens * rows  # one input at a time
 
 
 def _budget(config: GenerateConfig, room: int) -> tuple[int, str]:

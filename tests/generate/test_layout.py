@@ -11,7 +11,7 @@ from lmforge.data.tokenizer import train_tokenizer
 from lmforge.errors import UserError
 from lmforge.generate.config import GenerateConfig
 from lmforge.generate.engine import generate
-from lmforge.generate.layout import ENV, choose, columns_faster, decode_layout, linear_weights
+from lmforge.generate.layout import ENV, GAIN, LayoutTiming, choose, decode_layout, linear_weights, probe
 from lmforge.models import build_model
 from lmforge.plan.presets import get_preset
 
@@ -45,7 +45,7 @@ def test_weights_come_back_row_major_bit_for_bit_and_tied(model, monkeypatch):
     monkeypatch.setenv(ENV, "columns")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert model.lm_head.weight is model.tok_emb.weight
-    with decode_layout(model, rows=1) as layout:
+    with decode_layout(model, rows=1, steps=100) as layout:
         assert layout == "columns"
         moved = linear_weights(model)
         assert moved and all(w.t().is_contiguous() and not w.is_contiguous() for w in moved)
@@ -57,7 +57,7 @@ def test_weights_come_back_row_major_bit_for_bit_and_tied(model, monkeypatch):
 
 def test_weights_come_back_when_decoding_fails(model, monkeypatch):
     monkeypatch.setenv(ENV, "columns")
-    with pytest.raises(RuntimeError, match="boom"), decode_layout(model, rows=1):
+    with pytest.raises(RuntimeError, match="boom"), decode_layout(model, rows=1, steps=100):
         raise RuntimeError("boom")
     assert all(w.is_contiguous() for w in linear_weights(model))
 
@@ -65,12 +65,21 @@ def test_weights_come_back_when_decoding_fails(model, monkeypatch):
 def test_the_probe_decides_when_nothing_is_forced(model, monkeypatch):
     monkeypatch.delenv(ENV, raising=False)
     largest = max(linear_weights(model), key=lambda w: w.numel())
-    expected = columns_faster(*largest.shape, 1, largest.dtype, torch.get_num_threads())
-    assert choose(model, rows=1) == ("columns" if expected else "rows")
-    assert choose(torch.nn.Sequential(torch.nn.ReLU()), rows=1) == "rows"  # no linear weight: nothing to move
+    timing = probe(*largest.shape, 1, largest.dtype, torch.get_num_threads())
+    for steps in (1, 10_000):
+        assert choose(model, rows=1, steps=steps) == ("columns" if timing.columns_pay(steps) else "rows")
+    assert choose(torch.nn.Sequential(torch.nn.ReLU()), rows=1, steps=100) == "rows"  # no linear weight
+
+
+def test_columns_only_when_the_tokens_repay_the_move():
+    """1.0 s row-major, 0.5 s column-major, 10 s to move: 2 x 10 s = 20 s needs > 40 steps."""
+    timing = LayoutTiming(row_major=1.0, column_major=0.5, move=10.0)
+    assert not timing.columns_pay(40) and timing.columns_pay(41)
+    slower = LayoutTiming(row_major=1.0, column_major=1.0 / (GAIN - 0.01), move=0.0)  # under the gain
+    assert not slower.columns_pay(10**9)
 
 
 def test_a_bad_forced_layout_is_one_line(model, monkeypatch):
     monkeypatch.setenv(ENV, "diagonal")
     with pytest.raises(UserError, match=f"{ENV} must be rows or columns"):
-        choose(model, rows=1)
+        choose(model, rows=1, steps=100)
