@@ -51,7 +51,7 @@ def generate(
         stop: strings that end an output (before the stop string); any number
         slide_window: a decoder goes on past its context over the last context tokens
         stream: print the text as it is generated (one prompt, one sample)
-        json: print JSON (prompt, ids, text, logprobs, finish_reason per output)
+        json: print JSON (prompt, ids, text, logprobs, finish_reason, score per output)
 
     Examples:
         lmforge generate runs/quickstart --prompt "Return the" --stop "\n\n"

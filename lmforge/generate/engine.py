@@ -1,5 +1,6 @@
 """The generation engine: batched, cached decoding of token ids with the full sampling
-chain, or beam search; text, stop strings and streaming are `lmforge.generate.text`'s, per output.
+chain, or beam search; text, stop strings and streaming are `lmforge.generate.text`'s,
+per output.
 
 Decoders: all prompts (times ``num_samples``) run as one batch, LEFT-padded to the longest
 prompt with an attention mask, so each row sees the positions it would have alone
@@ -141,7 +142,7 @@ def _generators(rows: list[TextOutput], seed: int, device: torch.device) -> list
 
 
 def draw(chain: LogitsChain, logits: torch.Tensor, history: torch.Tensor | None, gens: list[torch.Generator],
-          live: list[int]) -> tuple[list[int], list[float]]:
+         live: list[int]) -> tuple[list[int], list[float]]:
     """Next token and its log-probability (filtered distribution) for rows ``live`` of
     ``logits`` (B, V) with ``history`` (B, T) (-1 = padding, ignored by the penalty): the
     argmax when the chain is greedy, else one draw per row with that row's generator."""
