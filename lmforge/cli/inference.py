@@ -29,7 +29,7 @@ def generate(
     num_samples: int | None = None,
     num_beams: int | None = None,
     length_penalty: float | None = None,
-    slide_window: bool = False,
+    slide_window: bool | None = None,
     stream: bool = False,
     json: bool = False,
 ) -> None:
@@ -49,7 +49,6 @@ def generate(
         whole_file: read --prompt-file as a single prompt
         config: a YAML file of generation settings (GenerateConfig)
         stop: strings that end an output (before the stop string); any number
-        slide_window: a decoder goes on past its context over the last context tokens
         stream: print the text as it is generated (one prompt, one sample)
         json: print JSON (prompt, ids, text, logprobs, finish_reason, score per output)
 
@@ -67,7 +66,7 @@ def generate(
     settings = settings.replace(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                                 min_p=min_p, repetition_penalty=repetition_penalty, stop=stop, seed=seed,
                                 num_samples=num_samples, num_beams=num_beams, length_penalty=length_penalty,
-                                slide_window=slide_window or None)
+                                slide_window=slide_window)
     prompts = list(prompt or []) + _read_prompts(prompt_file, whole_file)
     if not prompts:
         raise UserError("no prompt given", None, "pass --prompt TEXT or --prompt-file PATH")
