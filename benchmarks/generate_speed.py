@@ -3,11 +3,12 @@ tokenizer, stop strings set (never hit) and a streaming callback on, against Hug
 Face transformers' ``generate()``.
 
 A small GPT-2-shaped decoder (6 layers, d_model 384, 6 heads, vocab 8192, context 2,304;
-``--size base``: 12 layers, d_model 768, 12 heads, 92M parameters) is built with lmforge, its weights are copied into a ``GPT2LMHeadModel`` of identical
-shape (Conv1D weights are the transpose of nn.Linear's; GELU tanh is transformers'
-"gelu_new"), and the two are checked to give the same logits (fp32) before anything is
-timed. The tokenizer is a byte-level BPE of 8,192 tokens trained on ``builtin:pydocs``
-(or ``--tokenizer PATH``, a run's tokenizer.json); prompts are 16 tokens of real text.
+``--size base``: 12 layers, d_model 768, 12 heads, 92M parameters) is built with
+lmforge, its weights are copied into a ``GPT2LMHeadModel`` of identical shape (Conv1D
+weights are the transpose of nn.Linear's; GELU tanh is transformers' "gelu_new"), and
+the two are checked to give the same logits (fp32) before anything is timed. The
+tokenizer is a byte-level BPE of 8,192 tokens trained on ``builtin:pydocs`` (or
+``--tokenizer PATH``, a run's tokenizer.json); prompts are 16 tokens of real text.
 
 Timed: new tokens per second for 256 new tokens at batch 1 and 8, and 2,048 at batch 1
 (a per-token cost that grew with the output would show there), greedy and sampled
