@@ -14,8 +14,9 @@ def generate(run_dir_or_model, prompts, *, tokenizer=None, config=None, on_token
     """Generate from a run directory (``str``/``Path``) or a built model (then pass its
     ``tokenizer``). ``prompts``: a string or a list of strings. ``settings``: any
     ``GenerateConfig`` knob (max_new_tokens, temperature, top_k, top_p, min_p,
-    repetition_penalty, stop, seed, num_samples), over ``config`` (a GenerateConfig or a
-    YAML path). Returns ``list[GenerationResult]`` (see ``lmforge.generate.engine``).
+    repetition_penalty, stop, seed, num_samples, num_beams, length_penalty, slide_window),
+    over ``config`` (a GenerateConfig or a YAML path). Returns ``list[GenerationResult]``
+    (see ``lmforge.generate.engine``).
 
     Example: ``lmforge.api.generate("runs/quickstart", "Return the", temperature=0)``
     """

@@ -224,3 +224,9 @@ def test_cli_says_when_an_output_filled_the_context(run_dir, capsys):
 def test_cli_bad_input_is_one_line_exit_2(run_dir, capsys, args):
     code, out, err = run(capsys, "generate", run_dir, "--prompt", "The", *args)
     assert code == 2 and err.startswith("error:") and err.count("\n") == 1, err
+
+
+def test_api_generate_takes_beam_settings(model, tok):
+    out = api_generate(model, ["the cat"], tokenizer=tok, max_new_tokens=4, num_beams=2, num_samples=2)
+    direct = generate(model, tok, ["the cat"], GenerateConfig(max_new_tokens=4, num_beams=2, num_samples=2))
+    assert [r.ids for r in out] == [r.ids for r in direct] and out[0].score is not None
