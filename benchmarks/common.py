@@ -1,16 +1,20 @@
-"""Shared pieces of the side-by-side training benchmarks: a timed contender, the
-precision both sides train in (lmforge's own ``auto`` choice unless ``--precision`` says
-otherwise: bf16 only where a probe finds it fast on this CPU), the peak of that
-precision, and the machine line (which names the probe's outcome)."""
+"""Shared pieces of the benchmarks: a timed training contender, the precision both sides
+train in (lmforge's own ``auto`` choice unless ``--precision`` says otherwise: bf16 only
+where a probe finds it fast on this CPU), the peak of that precision, the machine line
+(which names the probe's outcome), and the decode roofline's two halves: the bytes a
+batch-1 token reads and the bandwidth of a device copy."""
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
+from lmforge.plan.specs import ModelSpec
+from lmforge.plan.storage import kv_cache_bytes, weight_bytes
 from lmforge.train.machine import cpu_capability, cpu_model
 from lmforge.train.optim import build_optimizer
 from lmforge.train.peak import measured_peak, precision_dtype
@@ -86,3 +90,32 @@ def alternate(sides: list[Side], batches: list, tokens_per_batch: int, repeats: 
         for side in sides:
             rates[side.name].append(timed(side, batches, tokens_per_batch))
     return rates
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def copy_bandwidth(device: torch.device, mib: int, copies: int = 1, repeats: int = 5) -> float:
+    """Bytes read + written per second by ``copies`` back-to-back copies of ``mib`` MiB of
+    filled memory on ``device`` (STREAM's copy kernel), the median of ``repeats``."""
+    src = torch.rand(mib * 2**20 // 4, device=device)  # (n,) fp32, filled: no shared zero pages
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(copies):
+            dst.copy_(src)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 2 * src.numel() * 4 * copies / statistics.median(times)
+
+
+def decode_bytes_per_token(spec: ModelSpec, precision: str, prompt: int, new: int) -> float:
+    """Batch-1 decode reads every weight and the KV cache once per token (Pope et al. 2022,
+    Sec. 3.1): `weight_bytes` + `kv_cache_bytes` per position x the mean cached length."""
+    mean_cached = prompt + new / 2
+    return weight_bytes(spec, precision) + kv_cache_bytes(spec, 1, 1, precision) * mean_cached

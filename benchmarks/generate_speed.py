@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine  # noqa: E402
+from common import copy_bandwidth, decode_bytes_per_token, machine  # noqa: E402
 
 from lmforge.api import generate as api_generate  # noqa: E402
 from lmforge.generate.engine import draw  # noqa: E402
@@ -181,27 +181,10 @@ def run_no_cache(model, prompts: list[list[int]], setting: dict) -> int:
     return NEW_TOKENS * len(prompts)
 
 
-def copy_read_bandwidth(mib: int = 256, repeats: int = 8) -> float:
-    """Bytes read per second while copying ``mib`` MiB of filled memory (STREAM's copy
-    kernel, counting the read half), the median of ``repeats``, on torch's threads."""
-    src = torch.rand(mib * 2**20 // 4)  # filled: untouched pages would read as the shared zero page
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        dst.copy_(src)
-        times.append(time.perf_counter() - start)
-    return src.numel() * 4 / statistics.median(times)
-
-
-def roofline_fraction(tok_s: float, params: int, dtype_bytes: int, new_tokens: int, bandwidth: float) -> float:
-    """Decode at batch 1 reads every weight and the KV cache once per token (Pope et al. 2022,
-    Sec. 3.1): bytes/token = params x dtype bytes + 2 x layers x d_model x dtype bytes x the
-    mean cached length; the fraction of ``bandwidth`` that ``tok_s`` tokens/s moves."""
-    mean_len = PROMPT_LEN + new_tokens / 2
-    kv = 2 * SPEC.n_decoder_layers * SPEC.d_model * dtype_bytes * mean_len
-    return tok_s * (params * dtype_bytes + kv) / bandwidth
+def roofline_fraction(tok_s: float, precision: str, new_tokens: int, read_bandwidth: float) -> float:
+    """The fraction of ``read_bandwidth`` that ``tok_s`` batch-1 tokens/s read (weights and
+    KV cache once per token: `common.decode_bytes_per_token`)."""
+    return tok_s * decode_bytes_per_token(SPEC, precision, PROMPT_LEN, new_tokens) / read_bandwidth
 
 
 def timed(fn, *args) -> float:
@@ -237,7 +220,7 @@ def main() -> None:
     prompt_pool = real_prompts(tok, max(args.batches))
     agree = greedy_agreement(model, hf, tok, prompt_pool[0])
     cases = [(batch, NEW_TOKENS) for batch in args.batches] + ([(1, args.long)] if args.long else [])
-    bandwidth = copy_read_bandwidth()
+    bandwidth = copy_bandwidth(torch.device("cpu"), 256, repeats=8) / 2  # the read half of a 256 MiB copy
 
     results: dict[str, dict] = {}
     for dtype_name in args.dtypes:
@@ -261,11 +244,11 @@ def main() -> None:
                     "ratio": round(statistics.median(ours) / statistics.median(theirs), 2),
                 }
                 if batch == 1:
-                    size = torch.finfo(dtype).bits // 8
+                    precision = "fp32" if dtype == torch.float32 else "bf16"
                     results[key]["lmforge_roofline_fraction"] = round(roofline_fraction(
-                        statistics.median(ours), model.num_params(), size, new_tokens, bandwidth), 3)
+                        statistics.median(ours), precision, new_tokens, bandwidth), 3)
                     results[key]["transformers_roofline_fraction"] = round(roofline_fraction(
-                        statistics.median(theirs), model.num_params(), size, new_tokens, bandwidth), 3)
+                        statistics.median(theirs), precision, new_tokens, bandwidth), 3)
                 print(key, results[key], file=sys.stderr, flush=True)
     model.float()
     one = [tok.encode(prompt_pool[0])]

@@ -40,7 +40,6 @@ import math
 import os
 import re
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -54,6 +53,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import copy_bandwidth, decode_bytes_per_token  # noqa: E402
 from gpu_memory_check import measure  # noqa: E402
 
 from lmforge.distributed.env import DistEnv, setup, teardown  # noqa: E402
@@ -65,7 +65,6 @@ from lmforge.plan.flops import mfu, palm_flops_per_token  # noqa: E402
 from lmforge.plan.hardware import GPU, gpu_for_device_name  # noqa: E402
 from lmforge.plan.presets import get_preset  # noqa: E402
 from lmforge.plan.specs import ModelSpec  # noqa: E402
-from lmforge.plan.storage import kv_cache_bytes, weight_bytes  # noqa: E402
 from lmforge.train.optim import build_optimizer  # noqa: E402
 from lmforge.train.peak import catalog_peak, matmul_rate, peak_flops  # noqa: E402
 from lmforge.train.precision import autocast, choose_precision  # noqa: E402
@@ -365,30 +364,6 @@ class IdTokenizer:
         return "".join(f"<{i}>" for i in ids)
 
 
-def copy_bandwidth(device: torch.device, mib: int, copies: int = 10, repeats: int = 5) -> float:
-    """Bytes read + written per second by ``copies`` back-to-back device copies of ``mib`` MiB
-    of filled memory, the median of ``repeats``."""
-    src = torch.rand(mib * 2**20 // 4, device=device)  # (n,) fp32, filled: no zero pages
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(copies):
-            dst.copy_(src)
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return 2 * src.numel() * 4 * copies / statistics.median(times)
-
-
-def decode_bytes_per_token(spec: ModelSpec, precision: str, prompt: int, new: int) -> float:
-    """Batch-1 decode reads every weight and the KV cache once per token (Pope et al. 2022,
-    Sec. 3.1): `weight_bytes` + `kv_cache_bytes` per position x the mean cached length."""
-    mean_cached = prompt + new / 2
-    return weight_bytes(spec, precision) + kv_cache_bytes(spec, 1, 1, precision) * mean_cached
-
-
 def engine_tokens_per_s(model, prompt_ids: list[int], new: int, device: torch.device) -> float:
     """New tokens/s of `lmforge.generate.engine.generate`, greedy, batch 1, prefill included."""
     tok = IdTokenizer()
@@ -428,7 +403,7 @@ def check_decode(setup: Setup) -> dict:
     prompt_ids = torch.randint(0, spec.vocab_size, (setup.prompt_tokens,)).tolist()
     rates = {"engine": engine_tokens_per_s(model, prompt_ids, setup.new_tokens, setup.device),
              "cache_loop": cache_loop_tokens_per_s(model, prompt_ids, setup.new_tokens, setup.device)}
-    bandwidth = copy_bandwidth(setup.device, setup.copy_mib)
+    bandwidth = copy_bandwidth(setup.device, setup.copy_mib, copies=10)
     per_token = decode_bytes_per_token(spec, precision, setup.prompt_tokens, setup.new_tokens)
     catalog = match_card(torch.cuda.get_device_name(setup.device))["bandwidth_bytes_s"] if setup.cuda else None
     out = {"params": model.num_params(), "precision": precision, "batch": 1, "prompt_tokens": setup.prompt_tokens,
