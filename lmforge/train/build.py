@@ -130,10 +130,10 @@ def build_run(config: RunConfig, env: DistEnv, strategy: str, precision: Precisi
     per_device, source = peak_flops(device, precision.precision, t.peak_tflops)
     peak = Peak(per_device, source, env.world)
     speed = _speed(config, spec, objective, data, env, precision.precision, sequences, accumulation, peak, options)
-    compiling, speed = _compile(config, spec, objective, data, env, precision.precision, sequences, accumulation,
-                                speed, planned_steps(config, param_counts(spec).total)[0], options, on_main)
+    config, compiling, speed = _compile(config, spec, objective, data, env, precision.precision, sequences,
+                                        accumulation, speed, planned_steps(config, param_counts(spec).total)[0],
+                                        options, on_main)
     log(compiling.line())
-    config = dataclasses.replace(config, train=dataclasses.replace(t, compile=compiling.compile))
     t = config.train
     model = build_model(spec).to(device)
     if options.init_from is not None:
@@ -284,9 +284,10 @@ def _calibrate(config: RunConfig, spec: ModelSpec, objective: Objective, data: R
 
 def _compile(config: RunConfig, spec: ModelSpec, objective: Objective, data: RunData, env: DistEnv,
              precision: str, sequences: int, accumulation: int, speed: Speed, planned_steps: int,
-             options: Options, on_main: Callable) -> tuple[CompileChoice, Speed]:
-    """``train.compile`` resolved (`lmforge.train.compile_choice`; every rank measures at once,
-    rank 0 decides) and the speed the run will have; a new run's config.yaml records the choice."""
+             options: Options, on_main: Callable) -> tuple[RunConfig, CompileChoice, Speed]:
+    """The config with ``train.compile`` resolved to true/false (`lmforge.train.compile_choice`;
+    every rank measures at once, rank 0 decides), the choice, and the speed the run will have;
+    a new run's config.yaml records the resolved config."""
     from lmforge.train.config import save_config
 
     requested = config.train.compile
@@ -302,9 +303,9 @@ def _compile(config: RunConfig, spec: ModelSpec, objective: Objective, data: Run
         speed = dataclasses.replace(speed, tokens_per_second=speed.tokens_per_second * eager
                                     / choice.compiled.step_seconds(accumulation),
                                     source=speed.source + ", compiled", calibration=choice.compiled)
-    if config.train.compile == "auto" and not options.resume:
-        resolved = dataclasses.replace(config, train=dataclasses.replace(config.train, compile=choice.compile,
-                                                                         stop_at_step=None))
-        on_main(lambda: save_config(resolved, config.run_dir / "config.yaml"))
-    return choice, speed
+    resolved = dataclasses.replace(config, train=dataclasses.replace(config.train, compile=choice.compile))
+    if config.train.compile == "auto" and not options.resume:  # stop_at_step pauses this invocation only
+        paused = dataclasses.replace(resolved, train=dataclasses.replace(resolved.train, stop_at_step=None))
+        on_main(lambda: save_config(paused, config.run_dir / "config.yaml"))
+    return resolved, choice, speed
 
